@@ -1,0 +1,26 @@
+"""`python -m shard`: load the model and serve the gRPC contract."""
+import asyncio
+import logging
+import sys
+
+from shard.config import from_args
+from shard.server import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s shard %(levelname)s %(message)s")
+    try:
+        config = from_args(argv)
+    except ValueError as exc:
+        print(f"shard: argument error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(config))
+    except (ValueError, RuntimeError) as exc:
+        logging.getLogger("shard").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

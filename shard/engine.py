@@ -1,0 +1,195 @@
+"""The engine thread: owns the scheduler, the model runner and the KV cache.
+
+Each step reads as schedule -> execute -> update. The gRPC event loop talks to it only
+through the inbox (add / abort) and the `publish` callback, which receives every event
+of one step at once.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tokenizers import Tokenizer
+
+from shard.detokenizer import IncrementalDetokenizer, StopMatcher, token_text
+from shard.metrics import ShardMetrics
+from shard.model_runner import ChunkResult
+from shard.scheduler import Scheduler, StepPlan
+from shard.sequence import FinishReason, Sequence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: int
+    text: str
+    logprob: float
+    special: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    text: str
+    generated_tokens: int
+    finish_reason: FinishReason
+    seed: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    request_id: str
+    token: TokenInfo | None = None
+    top_tokens: tuple[TokenInfo, ...] = ()
+    prefill_tokens: tuple[TokenInfo, ...] = ()
+    queue_time_s: float | None = None
+    finished: Finished | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """Engine-side state of one request beyond what the scheduler needs."""
+    seq: Sequence
+    detokenizer: IncrementalDetokenizer
+    stops: StopMatcher
+    prefill_logprobs: list[float] = field(default_factory=list)
+
+
+Publish = Callable[[list[TokenEvent]], None]
+
+
+class Engine:
+    def __init__(self, scheduler: Scheduler, runner, tokenizer: Tokenizer,
+                 special_ids: frozenset[int], publish: Publish, metrics: ShardMetrics):
+        self.scheduler = scheduler
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.special_ids = special_ids
+        self.publish = publish
+        self.metrics = metrics
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._tracked: dict[str, _Tracked] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+
+    # -- called from other threads -------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._inbox.put(("wake", None))
+        self._thread.join(timeout=10)
+
+    def submit(self, seq: Sequence) -> str | None:
+        """Queue a request; returns why it can never run instead, if so."""
+        reason = self.scheduler.check_fits(seq)
+        if reason is None:
+            self._inbox.put(("add", seq))
+        return reason
+
+    def abort(self, request_id: str) -> None:
+        self._inbox.put(("abort", request_id))
+
+    # -- the engine thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._drain_inbox(block=not self.scheduler.has_work)
+            if self._stopping.is_set():
+                break
+            plan = self.scheduler.schedule()
+            if not plan.chunks:
+                continue
+            started = time.perf_counter()
+            try:
+                results = self.runner.execute(plan)
+            except Exception as exc:  # one bad step fails its requests, not the shard
+                log.exception("step failed")
+                self._fail(plan, f"step failed: {exc}")
+                continue
+            self.publish(self._update(plan, results))
+            self.metrics.observe_step(plan, time.perf_counter() - started, self.scheduler)
+
+    def _drain_inbox(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            kind, value = item
+            if kind == "add":
+                self._tracked[value.request_id] = _Tracked(
+                    value, IncrementalDetokenizer(self.tokenizer, self.special_ids),
+                    StopMatcher(value.stopping.stop_sequences))
+                self.scheduler.add(value)
+            elif kind == "abort" and value in self._tracked:
+                self.scheduler.abort(value)
+                self._forget(value)
+                self.metrics.cancelled.inc()
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _update(self, plan: StepPlan, results: list[ChunkResult]) -> list[TokenEvent]:
+        self.scheduler.update(plan, [r.token_id for r in results])
+        events = []
+        for chunk, result in zip(plan.chunks, results):
+            tracked = self._tracked.get(chunk.seq.request_id)
+            if tracked is None:
+                continue
+            tracked.prefill_logprobs.extend(result.prefill_logprobs)
+            if result.token_id is not None:
+                events.append(self._token_event(tracked, result))
+        return events
+
+    def _token_event(self, tracked: _Tracked, result: ChunkResult) -> TokenEvent:
+        seq = tracked.seq
+        text, special = tracked.detokenizer.step(result.token_id)
+        if not seq.status.is_finished and not special and tracked.stops.feed(text):
+            self.scheduler.finish(seq, FinishReason.STOP_SEQUENCE)
+        first = len(seq.output_ids) == 1
+        event = TokenEvent(
+            seq.request_id,
+            TokenInfo(result.token_id, text, result.logprob, special),
+            tuple(self._info(t, lp) for t, lp in result.top_tokens),
+            self._prefill_tokens(tracked) if first and seq.prefill_logprobs else (),
+            (seq.first_scheduled_s or seq.arrival_s) - seq.arrival_s if first else None,
+            self._finished(tracked) if seq.status.is_finished else None)
+        if seq.status.is_finished:
+            self._forget(seq.request_id)
+        return event
+
+    def _finished(self, tracked: _Tracked) -> Finished:
+        seq = tracked.seq
+        seed = None if seq.sampling.is_greedy else seq.sampling.seed
+        self.metrics.generated_tokens.inc(len(seq.output_ids))
+        return Finished(tracked.detokenizer.text, len(seq.output_ids), seq.finish_reason, seed)
+
+    def _prefill_tokens(self, tracked: _Tracked) -> tuple[TokenInfo, ...]:
+        logprobs = [math.nan] + tracked.prefill_logprobs
+        return tuple(self._info(t, lp) for t, lp in zip(tracked.seq.prompt_ids, logprobs))
+
+    def _info(self, token_id: int, logprob: float) -> TokenInfo:
+        return TokenInfo(token_id, token_text(self.tokenizer, token_id), logprob,
+                         token_id in self.special_ids)
+
+    def _forget(self, request_id: str) -> None:
+        self._tracked.pop(request_id, None)
+        self.runner.forget(request_id)
+
+    def _fail(self, plan: StepPlan, message: str) -> None:
+        events = []
+        for chunk in plan.chunks:
+            seq = chunk.seq
+            if not seq.status.is_finished:
+                self.scheduler.finish(seq, None)
+            self._forget(seq.request_id)
+            events.append(TokenEvent(seq.request_id, error=message))
+        self.publish(events)

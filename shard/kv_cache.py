@@ -1,0 +1,48 @@
+"""Preallocated KV cache: one row (slot) per running request, `max_seq_len` positions each.
+
+A request joining or leaving the batch is bookkeeping in `SlotAllocator`; no other
+request's KV is ever copied. Pages are only touched as positions are written, so resident
+memory follows the tokens actually held, bounded by --max-batch-total-tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class CacheShape:
+    num_layers: int
+    num_slots: int
+    num_kv_heads: int
+    max_seq_len: int
+    head_dim: int
+
+    def bytes_per_token(self, dtype: torch.dtype) -> int:
+        element_size = torch.empty((), dtype=dtype).element_size()
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element_size
+
+
+class KVCache:
+    def __init__(self, shape: CacheShape, dtype: torch.dtype, device: torch.device):
+        self.shape = shape
+        size = (shape.num_layers, shape.num_slots, shape.num_kv_heads, shape.max_seq_len,
+                shape.head_dim)
+        # torch.empty: untouched positions stay unbacked by physical memory on CPU.
+        self.keys = torch.empty(size, dtype=dtype, device=device)
+        self.values = torch.empty(size, dtype=dtype, device=device)
+
+    def write(self, layer: int, slot_ids: torch.Tensor, positions: torch.Tensor,
+              keys: torch.Tensor, values: torch.Tensor) -> None:
+        """keys/values: [num_tokens, num_kv_heads, head_dim], one row per (slot, position)."""
+        self.keys[layer][slot_ids, :, positions] = keys
+        self.values[layer][slot_ids, :, positions] = values
+
+    def span(self, layer: int, num_slots: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of slots [0, num_slots) and positions [0, length): no copy."""
+        return (self.keys[layer, :num_slots, :, :length],
+                self.values[layer, :num_slots, :, :length])
+
+    def slot(self, layer: int, slot: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.keys[layer, slot, :, :length], self.values[layer, slot, :, :length])

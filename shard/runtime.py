@@ -1,0 +1,125 @@
+"""Assembles a shard from its config: device and precision checks, model, KV cache,
+scheduler, runner and engine. Values decided here at startup (cache size, limits) go into
+a CacheBudget; the config itself is never changed."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer
+
+from shard import loader
+from shard.config import ShardConfig
+from shard.engine import Engine, Publish
+from shard.kv_cache import CacheShape, KVCache
+from shard.metrics import ShardMetrics
+from shard.model_runner import ModelRunner
+from shard.models.llama import SUPPORTED_MODEL_TYPES, LlamaModel
+from shard.scheduler import Scheduler, SchedulerLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheBudget:
+    num_slots: int
+    max_total_tokens: int
+    max_batch_total_tokens: int
+    max_batch_prefill_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    model_id: str
+    dtype: str
+    device: str
+    tokenizer_path: str
+    eos_token_ids: frozenset[int]
+    budget: CacheBudget
+
+
+def resolve_device(config: ShardConfig) -> torch.device:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available "
+                         f"(torch {torch.__version__}, built for CUDA: {torch.version.cuda})")
+    return torch.device(config.device)
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(config: ShardConfig, device: torch.device) -> torch.dtype:
+    if config.dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+    dtype = getattr(torch, config.dtype)
+    if device.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ValueError("--dtype bfloat16 is not supported by this GPU; use float16")
+    return dtype
+
+
+def plan_budget(config: ShardConfig, max_position: int, device: torch.device) -> CacheBudget:
+    max_total = config.max_total_tokens or min(max_position, 4096)
+    if max_total > max_position:
+        raise ValueError(f"`max_total_tokens` ({max_total}) exceeds the model's context "
+                         f"({max_position})")
+    batch_total = config.max_batch_total_tokens or max(
+        max_total, config.max_batch_size * max_total // 4)
+    prefill = config.max_batch_prefill_tokens or (4096 if device.type == "cuda" else 512)
+    if max_total > batch_total:
+        raise ValueError(f"`max_total_tokens` must be <= `max_batch_total_tokens`. "
+                         f"Given: {max_total} and {batch_total}")
+    return CacheBudget(config.max_batch_size, max_total, batch_total, prefill)
+
+
+def special_token_ids(tokenizer: Tokenizer) -> frozenset[int]:
+    return frozenset(i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special)
+
+
+def eos_token_ids(hf_model) -> frozenset[int]:
+    ids = set()
+    for cfg in (hf_model.config, getattr(hf_model, "generation_config", None)):
+        value = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+        ids.update(value if isinstance(value, list) else [value] if value is not None else [])
+    return frozenset(ids)
+
+
+def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
+    """Returns (engine, info). Loads the model; slow on first start (GGUF conversion)."""
+    torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+    device = resolve_device(config)
+    dtype = resolve_dtype(config, device)
+    source = loader.resolve(config.model_id, config.cache_dir)
+    hf_model = loader.load_hf_model(source, config.load_format)
+    model_type = hf_model.config.model_type
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"model type {model_type!r} is not supported yet "
+                         f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
+    model = LlamaModel(hf_model, dtype, device)
+    budget = plan_budget(config, model.max_position, device)
+    cache = KVCache(CacheShape(model.num_layers, budget.num_slots, model.num_kv_heads,
+                               budget.max_total_tokens, model.head_dim), dtype, device)
+    eos_ids = eos_token_ids(hf_model)
+    del hf_model
+    tokenizer = Tokenizer.from_file(str(source.path / "tokenizer.json"))
+    limits = SchedulerLimits(config.max_batch_size, budget.max_batch_prefill_tokens,
+                             budget.max_batch_total_tokens, budget.max_total_tokens,
+                             config.waiting_served_ratio, config.max_waiting_tokens)
+    scheduler = Scheduler(limits, budget.num_slots, eos_ids)
+    runner = ModelRunner(model, cache, device)
+    engine = Engine(scheduler, runner, tokenizer, special_token_ids(tokenizer), publish, metrics)
+    info = ShardInfo(source.model_id, str(dtype).removeprefix("torch."), device.type,
+                     str(source.path), eos_ids, budget)
+    log.info("%s on %s in %s: %d slots x %d tokens, batch KV budget %d, prefill budget %d",
+             info.model_id, info.device, info.dtype, budget.num_slots, budget.max_total_tokens,
+             budget.max_batch_total_tokens, budget.max_batch_prefill_tokens)
+    return engine, info

@@ -1,0 +1,128 @@
+"""Next-token choice: penalties, watermark, temperature and warpers, then greedy or seeded
+sampling. Pure tensor functions over a [rows, vocab] float32 logits matrix.
+
+Each sampling request draws from its own torch.Generator, so a seed gives the same output
+whatever else shares the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from shard.sequence import SamplingParams
+
+WATERMARK_GAMMA = 0.5
+WATERMARK_DELTA = 2.0
+WATERMARK_HASH_KEY = 15485863     # as TGI (Kirchenbauer et al.)
+
+
+@dataclass(frozen=True, slots=True)
+class RowRequest:
+    params: SamplingParams
+    history: list[int] | None        # prompt + generated ids; only when penalties/watermark need it
+    generator: torch.Generator | None
+    top_n_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    token_ids: list[int]
+    logprobs: list[float]
+    top_tokens: list[list[tuple[int, float]]]
+
+
+def sample(logits: torch.Tensor, rows: list[RowRequest]) -> Sampled:
+    if all(r.params.is_greedy and not _needs_processing(r.params) for r in rows):
+        logprobs = torch.log_softmax(logits, dim=-1)
+        token_ids = logits.argmax(dim=-1)
+    else:
+        logits = torch.stack([_process_row(logits[i], r) for i, r in enumerate(rows)])
+        logprobs = torch.log_softmax(logits, dim=-1)
+        token_ids = torch.stack([_choose(logprobs[i], r) for i, r in enumerate(rows)])
+    chosen = logprobs.gather(1, token_ids[:, None])[:, 0]
+    return Sampled(token_ids.tolist(), chosen.tolist(), _top_tokens(logprobs, rows))
+
+
+def _needs_processing(params: SamplingParams) -> bool:
+    return params.needs_penalties or params.watermark
+
+
+def _process_row(row: torch.Tensor, r: RowRequest) -> torch.Tensor:
+    p = r.params
+    row = row.clone()
+    if p.needs_penalties or p.watermark:
+        history = torch.tensor(r.history, dtype=torch.long, device=row.device)
+        row = _apply_penalties(row, history, p)
+        if p.watermark:
+            row = _apply_watermark(row, int(history[-1]))
+    if p.is_greedy:
+        return row
+    if p.temperature != 1.0:
+        row = row / p.temperature
+    if p.top_k > 0:
+        kth = torch.topk(row, min(p.top_k, row.shape[-1])).values[-1]
+        row = row.masked_fill(row < kth, float("-inf"))
+    if p.top_p < 1.0:
+        row = _top_p(row, p.top_p)
+    if p.typical_p < 1.0:
+        row = _typical_p(row, p.typical_p)
+    return row
+
+
+def _apply_penalties(row: torch.Tensor, history: torch.Tensor, p: SamplingParams):
+    if p.repetition_penalty != 1.0:
+        seen = row[history]
+        seen = torch.where(seen < 0, seen * p.repetition_penalty, seen / p.repetition_penalty)
+        row = row.scatter(0, history, seen)
+    if p.frequency_penalty != 0.0:
+        # As TGI: counts normalised by the sequence length.
+        counts = torch.zeros_like(row).scatter_add_(0, history, torch.ones_like(history, dtype=row.dtype))
+        row = row - p.frequency_penalty * counts / history.numel()
+    return row
+
+
+def _apply_watermark(row: torch.Tensor, previous_token: int) -> torch.Tensor:
+    rng = torch.Generator(device="cpu").manual_seed(WATERMARK_HASH_KEY * previous_token)
+    greenlist = torch.randperm(row.shape[-1], generator=rng)[:int(WATERMARK_GAMMA * row.shape[-1])]
+    return row.index_add(0, greenlist.to(row.device), torch.full(greenlist.shape, WATERMARK_DELTA,
+                                                                    device=row.device))
+
+
+def _top_p(row: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_logits, order = torch.sort(row, descending=True)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    remove = cumulative - sorted_logits.softmax(-1) >= top_p   # keep the token that crosses p
+    return row.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+
+
+def _typical_p(row: torch.Tensor, typical_p: float) -> torch.Tensor:
+    logp = torch.log_softmax(row, -1)
+    probs = logp.exp()
+    entropy = -(torch.nan_to_num(logp * probs)).sum()
+    shifted = (-logp - entropy).abs()
+    sorted_shift, order = torch.sort(shifted)
+    cumulative = probs[order].cumsum(-1)
+    last = int((cumulative < typical_p).sum().clamp(max=row.shape[-1] - 1))
+    remove_sorted = sorted_shift > sorted_shift[last]
+    return row.masked_fill(remove_sorted.scatter(0, order, remove_sorted), float("-inf"))
+
+
+def _choose(logprobs: torch.Tensor, r: RowRequest) -> torch.Tensor:
+    if r.params.is_greedy:
+        return logprobs.argmax()
+    probs = logprobs.exp().float().cpu()
+    return torch.multinomial(probs, 1, generator=r.generator)[0].to(logprobs.device)
+
+
+def _top_tokens(logprobs: torch.Tensor, rows: list[RowRequest]) -> list[list[tuple[int, float]]]:
+    width = max((r.top_n_tokens for r in rows), default=0)
+    if width == 0:
+        return [[] for _ in rows]
+    values, ids = torch.topk(logprobs, width, dim=-1)
+    values, ids = values.tolist(), ids.tolist()
+    out = []
+    for i, r in enumerate(rows):
+        pairs = zip(ids[i][:r.top_n_tokens], values[i][:r.top_n_tokens])
+        out.append([(t, lp) for t, lp in pairs if lp != float("-inf")])
+    return out

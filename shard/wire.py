@@ -1,0 +1,50 @@
+"""protobuf <-> engine types. The only shard module that imports protos."""
+from __future__ import annotations
+
+from protos import shard_pb2
+from shard.engine import TokenEvent, TokenInfo
+from shard.sequence import SamplingParams, Sequence, StoppingParams
+
+
+def to_sequence(request: shard_pb2.GenerateRequest) -> Sequence:
+    s, st = request.sampling, request.stopping
+    sampling = SamplingParams(
+        do_sample=s.do_sample, temperature=s.temperature or 1.0, top_k=s.top_k,
+        top_p=s.top_p or 1.0, typical_p=s.typical_p or 1.0,
+        repetition_penalty=s.repetition_penalty or 1.0, frequency_penalty=s.frequency_penalty,
+        seed=s.seed if s.HasField("seed") else None, watermark=s.watermark)
+    stopping = StoppingParams(max_new_tokens=st.max_new_tokens,
+                              stop_sequences=tuple(st.stop_sequences),
+                              ignore_eos_token=st.ignore_eos_token)
+    return Sequence(request_id=request.request_id, prompt_ids=list(request.input_ids),
+                    sampling=sampling, stopping=stopping,
+                    prefill_logprobs=request.prefill_logprobs,
+                    top_n_tokens=request.top_n_tokens)
+
+
+def _token(info: TokenInfo) -> shard_pb2.Token:
+    return shard_pb2.Token(id=info.id, text=info.text, logprob=info.logprob, special=info.special)
+
+
+def to_response(event: TokenEvent) -> shard_pb2.GenerateResponse:
+    response = shard_pb2.GenerateResponse(
+        token=_token(event.token),
+        top_tokens=[_token(t) for t in event.top_tokens],
+        prefill_tokens=[_token(t) for t in event.prefill_tokens])
+    if event.queue_time_s is not None:
+        response.queue_time_ns = int(event.queue_time_s * 1e9)
+    if event.finished is not None:
+        f = event.finished
+        response.generated_text.CopyFrom(shard_pb2.GeneratedText(
+            text=f.text, generated_tokens=f.generated_tokens, finish_reason=int(f.finish_reason)))
+        if f.seed is not None:
+            response.generated_text.seed = f.seed
+    return response
+
+
+def info_response(**fields) -> shard_pb2.InfoResponse:
+    return shard_pb2.InfoResponse(**fields)
+
+
+def health_response(num_running: int, num_waiting: int) -> shard_pb2.HealthResponse:
+    return shard_pb2.HealthResponse(num_running=num_running, num_waiting=num_waiting)
