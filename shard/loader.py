@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -65,11 +66,14 @@ def _converted(gguf: Path, cache_dir: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    partial.rename(target)   # atomic: a crash mid-save never leaves a half cache behind
+    try:
+        partial.rename(target)   # atomic: a crash mid-save never leaves a half cache behind
+    except OSError:              # another shard finished the same conversion first
+        shutil.rmtree(partial, ignore_errors=True)
     log.info("converted in %.1f s; cached at %s", time.monotonic() - started, target)
     return target
 

@@ -1,0 +1,183 @@
+"""`make run`: start the shard replicas, wait until each is ready, then start the router;
+restart a shard that dies; stop everything cleanly on Ctrl-C / SIGTERM.
+
+Flags are passed through: shard flags (--model-id, --dtype, --device, --max-batch-*)
+go to every shard, router flags (--hostname, --port, --max-concurrent-requests, ...)
+to the router, and the few both understand (--max-total-tokens) to both.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from router.config import RouterConfig, _flag_name
+from shard.config import build_parser as shard_parser
+
+ROUTER_ONLY = {"--hostname", "--port", "--metrics-port"}
+READY_MARK = "SHARD READY"
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchArgs:
+    num_replicas: int
+    shard_startup_timeout_s: float
+    shard_args: tuple[str, ...]
+    router_args: tuple[str, ...]
+
+
+def parse(argv: list[str]) -> LaunchArgs:
+    parser = argparse.ArgumentParser(prog="make run ARGS=...", add_help=False)
+    parser.add_argument("--num-replicas", type=int,
+                        default=int(os.environ.get("NUM_REPLICAS", "1")))
+    parser.add_argument("--shard-startup-timeout-s", type=float, default=900.0)
+    parser.add_argument("--num-shard", type=int, default=1)
+    own, rest = parser.parse_known_args(argv)
+    if own.num_replicas < 1:
+        raise ValueError("--num-replicas must be >= 1")
+    if own.num_shard != 1:
+        raise ValueError("--num-shard (tensor parallel) > 1 is not supported yet; "
+                         "use --num-replicas for data-parallel copies of the model")
+    shard_flags = {s for a in shard_parser()._actions for s in a.option_strings}
+    router_flags = {_flag_name(name) for name in RouterConfig.__dataclass_fields__}
+    router_flags |= {"--max_concurrent_requests"}
+    shard_args, router_args = [], []
+    for flag, value in _pairs(rest):
+        known = False
+        if flag in shard_flags and flag not in ROUTER_ONLY:
+            shard_args += [flag, value]
+            known = True
+        if flag in router_flags and flag != "--model-id":
+            router_args += [flag, value]
+            known = True
+        if not known:
+            raise ValueError(f"unknown flag {flag}")
+    return LaunchArgs(own.num_replicas, own.shard_startup_timeout_s, tuple(shard_args),
+                      tuple(router_args))
+
+
+def _pairs(argv: list[str]):
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--"):
+            raise ValueError(f"unexpected argument {token!r}")
+        if "=" in token:
+            flag, value = token.split("=", 1)
+            i += 1
+        elif i + 1 < len(argv):
+            flag, value = token, argv[i + 1]
+            i += 2
+        else:
+            raise ValueError(f"flag {token} needs a value")
+        yield flag, value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Shard:
+    """One shard process; echoes its output and notices when it is ready."""
+
+    def __init__(self, index: int, port: int, args: tuple[str, ...]):
+        self.index, self.port, self.args = index, port, args
+        self.ready = threading.Event()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.ready.clear()
+        cmd = [sys.executable, "-m", "shard", "--hostname", "127.0.0.1",
+               "--port", str(self.port), *self.args]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, bufsize=1)
+        threading.Thread(target=self._echo, args=(self.process,), daemon=True).start()
+
+    def _echo(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            if line.startswith(READY_MARK):
+                self.ready.set()
+            sys.stdout.write(f"[shard-{self.index}] {line}")
+            sys.stdout.flush()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.wait(0.2):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"shard-{self.index} exited with code {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"shard-{self.index} not ready after {timeout_s:.0f} s")
+
+    @property
+    def uri(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def stop_process(process: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run(args: LaunchArgs) -> int:
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    shards = [Shard(i, free_port(), args.shard_args) for i in range(args.num_replicas)]
+    router = None
+    try:
+        # The first shard converts the default model once; the others then find it cached.
+        shards[0].start()
+        shards[0].wait_ready(args.shard_startup_timeout_s)
+        for shard in shards[1:]:
+            shard.start()
+        for shard in shards[1:]:
+            shard.wait_ready(args.shard_startup_timeout_s)
+        uris = [a for s in shards for a in ("--shard-uri", s.uri)]
+        router = subprocess.Popen([sys.executable, "-m", "router", *uris, *args.router_args])
+        return supervise(router, shards, stopping)
+    except RuntimeError as exc:
+        print(f"launcher: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop_process(router)
+        for shard in shards:
+            stop_process(shard.process)
+
+
+def supervise(router: subprocess.Popen, shards: list[Shard], stopping: threading.Event) -> int:
+    while not stopping.wait(0.5):
+        if router.poll() is not None:
+            return router.returncode
+        for shard in shards:
+            if shard.process.poll() is not None:
+                print(f"launcher: shard-{shard.index} exited ({shard.process.returncode}); "
+                      "restarting", file=sys.stderr)
+                shard.start()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(f"launcher: {exc}", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
