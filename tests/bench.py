@@ -1,0 +1,148 @@
+"""`make bench`: throughput and latency of the real stack, streamed over HTTP, next to
+HF transformers' generate() on the same model in the same run. A benchmark, not a test:
+it prints figures and asserts nothing.
+
+    make bench                                   # 1, 8, 32 streams, 128 new tokens
+    make bench ARGS="--concurrency 1 8 32 128 --max-new-tokens 64"
+    make bench ARGS="--url http://127.0.0.1:8080"   # an already running sluice
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from tests.conftest import Process, free_port, http_ok
+
+QUESTIONS = [
+    "What is Deep Learning?", "Explain how a transformer model works.",
+    "Write a short poem about the sea.", "What are the benefits of exercise?",
+    "Describe the water cycle.", "How do vaccines work?", "What is a black hole?",
+    "Give me three tips for learning a new language.",
+]
+
+
+def chatml(question: str) -> str:
+    return (f"<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+            f"Hugging Face<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+            f"<|im_start|>assistant\n")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTiming:
+    first_token_s: float
+    gaps_s: list[float]
+    num_tokens: int
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, prompt: str,
+                     max_new_tokens: int) -> StreamTiming:
+    body = {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens}}
+    started = time.perf_counter()
+    arrivals = []
+    async with session.post(url + "/generate_stream", json=body) as response:
+        async for line in response.content:
+            if line.startswith(b"data:"):
+                arrivals.append(time.perf_counter())
+                if b'"error"' in line[:12]:
+                    raise RuntimeError(line.decode())
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return StreamTiming(arrivals[0] - started, gaps, len(arrivals))
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+async def run_level(url: str, concurrency: int, max_new_tokens: int) -> dict:
+    timeout = aiohttp.ClientTimeout(total=1800)
+    async with aiohttp.ClientSession(timeout=timeout,
+                                     connector=aiohttp.TCPConnector(limit=0)) as session:
+        await one_stream(session, url, chatml(QUESTIONS[0]), 4)    # warm the path
+        started = time.perf_counter()
+        timings = await asyncio.gather(*(
+            one_stream(session, url, chatml(QUESTIONS[i % len(QUESTIONS)]), max_new_tokens)
+            for i in range(concurrency)))
+        wall_s = time.perf_counter() - started
+    gaps = [g for t in timings for g in t.gaps_s]
+    firsts = [t.first_token_s for t in timings]
+    return {"streams": concurrency, "tokens": sum(t.num_tokens for t in timings),
+            "tok_s": sum(t.num_tokens for t in timings) / wall_s,
+            "ttft_p50_ms": 1e3 * percentile(firsts, 0.5), "ttft_p99_ms": 1e3 * percentile(firsts, 0.99),
+            "itl_p50_ms": 1e3 * percentile(gaps, 0.5), "itl_p99_ms": 1e3 * percentile(gaps, 0.99)}
+
+
+def hf_generate(model_dir: str, batch_sizes: list[int], max_new_tokens: int, dtype: str) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+    results = {}
+    for batch in batch_sizes:
+        prompts = [chatml(QUESTIONS[i % len(QUESTIONS)]) for i in range(batch)]
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id or 0)
+        generated = (out.shape[1] - inputs["input_ids"].shape[1]) * batch
+        results[batch] = generated / (time.perf_counter() - started)
+    return results
+
+
+def print_table(rows: list[dict], hf: dict[int, float]) -> None:
+    print("| streams | sluice tok/s | first token p50 / p99 ms | per-token p50 / p99 ms | HF generate() tok/s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        base = hf.get(r["streams"])
+        print(f"| {r['streams']} | {r['tok_s']:.0f} | {r['ttft_p50_ms']:.0f} / {r['ttft_p99_ms']:.0f} | "
+              f"{r['itl_p50_ms']:.1f} / {r['itl_p99_ms']:.1f} | "
+              f"{f'{base:.0f}' if base else '-'} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench ARGS=...")
+    parser.add_argument("--url", help="bench a running server instead of starting one")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default="auto", help="shard --dtype (HF baseline: same, "
+                        "auto means bfloat16 where the CPU has it)")
+    parser.add_argument("--no-hf", action="store_true", help="skip the generate() baseline")
+    parser.add_argument("--launcher-args", default="", help="extra flags for the launcher")
+    args = parser.parse_args(argv)
+    process, url = None, args.url
+    if url is None:
+        port = free_port()
+        process = Process(["-m", "router.launcher", "--port", str(port), "--dtype", args.dtype,
+                           *args.launcher_args.split()], __import__("pathlib").Path("/tmp/sluice-bench.log"))
+        url = f"http://127.0.0.1:{port}"
+        process.wait_for(lambda: http_ok(url + "/health"), 600, "launcher")
+    try:
+        rows = [asyncio.run(run_level(url, c, args.max_new_tokens)) for c in args.concurrency]
+    finally:
+        if process is not None:
+            process.stop()
+    hf = {}
+    if not args.no_hf:
+        from shard.config import from_args
+        from shard.loader import resolve
+        from shard.runtime import _cpu_has_bf16
+
+        dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if _cpu_has_bf16() else "float32")
+        hf = hf_generate(str(resolve(None, from_args([]).cache_dir).path),
+                         [c for c in args.concurrency if c <= 32], args.max_new_tokens, dtype)
+    print_table(rows, hf)
+    print(json.dumps({"sluice": rows, "hf_generate_tok_s": hf}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
