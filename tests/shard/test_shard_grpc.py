@@ -1,7 +1,11 @@
 """`python -m shard` with the default SmolLM2 model, driven over real gRPC on loopback."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -11,6 +15,7 @@ from protos import shard_pb2, shard_pb2_grpc
 from shard.detokenizer import IncrementalDetokenizer
 from tests.conftest import Process, free_port
 
+METRICS_PORT = free_port()
 PROMPT = "<|im_start|>user\nWhat is Deep Learning?<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -23,7 +28,7 @@ def tokenizer(default_model_dir) -> Tokenizer:
 def stub(default_model_dir, tmp_path_factory):
     port = free_port()
     process = Process(["-m", "shard", "--port", str(port), "--dtype", "float32",
-                       "--max-batch-prefill-tokens", "16"],
+                       "--max-batch-prefill-tokens", "64", "--metrics-port", str(METRICS_PORT)],
                       tmp_path_factory.mktemp("shard") / "shard.log")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = shard_pb2_grpc.ShardStub(channel)
@@ -131,3 +136,40 @@ def test_incremental_detokenizer_never_splits_a_character(tokenizer):
     assert "".join(pieces) == text == detokenizer.text
     assert "" in pieces                      # some tokens complete no character on their own
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_greedy_output_is_the_same_alone_and_among_32_mixed_requests(stub, tokenizer):
+    def run(i):
+        if i == 0:
+            return list(stub.Generate(request(tokenizer, "inv-solo-b", 20)))
+        question = f"Tell me fact number {i} about {['cats', 'the sea', 'Rome'][i % 3]}." * (1 + i % 4)
+        sampling = {"do_sample": True, "seed": i, "top_p": 0.9} if i % 2 else {}
+        prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        return list(stub.Generate(request(tokenizer, f"inv-{i}", 5 + i % 17, prompt=prompt,
+                                          sampling=sampling)))
+
+    alone = [r.token.id for r in stub.Generate(request(tokenizer, "inv-solo-a", 20))]
+    with ThreadPoolExecutor(32) as pool:
+        # Start the others first, so the probe joins a batch that is already decoding.
+        others = [pool.submit(run, i) for i in range(1, 32)]
+        time.sleep(0.3)
+        probe = pool.submit(run, 0).result()
+        assert all(f.result()[-1].HasField("generated_text") for f in others)
+    assert [r.token.id for r in probe] == alone
+
+
+def test_shard_metrics_are_exported(stub, tokenizer):
+    list(stub.Generate(request(tokenizer, "metrics", max_new_tokens=3)))
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for name in ("sluice_shard_queue_size", "sluice_shard_batch_size", "sluice_shard_kv_tokens_used",
+                 "sluice_shard_step_duration_seconds_bucket", "sluice_shard_generated_tokens_total"):
+        assert name in text
+    assert 'kind="prefill"' in text and 'kind="decode"' in text
+
+
+def test_cuda_without_a_gpu_is_a_clear_startup_error():
+    result = subprocess.run([sys.executable, "-m", "shard", "--device", "cuda"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "no CUDA device is available" in result.stderr
