@@ -125,4 +125,4 @@ class ModelRunner:
         history = None
         if params.needs_penalties or params.watermark:
             history = seq.prompt_ids + seq.output_ids
-        return RowRequest(params, history, generator, seq.top_n_tokens)
+        return RowRequest(params, history, generator, seq.top_n_tokens, seq.num_prompt)

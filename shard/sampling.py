@@ -23,6 +23,7 @@ class RowRequest:
     history: list[int] | None        # prompt + generated ids; only when penalties/watermark need it
     generator: torch.Generator | None
     top_n_tokens: int
+    num_prompt: int = 0              # history[num_prompt:] are the generated ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ def _process_row(row: torch.Tensor, r: RowRequest) -> torch.Tensor:
     row = row.clone()
     if p.needs_penalties or p.watermark:
         history = torch.tensor(r.history, dtype=torch.long, device=row.device)
-        row = _apply_penalties(row, history, p)
+        row = _apply_penalties(row, history, r.num_prompt, p)
         if p.watermark:
             row = _apply_watermark(row, int(history[-1]))
     if p.is_greedy:
@@ -70,15 +71,19 @@ def _process_row(row: torch.Tensor, r: RowRequest) -> torch.Tensor:
     return row
 
 
-def _apply_penalties(row: torch.Tensor, history: torch.Tensor, p: SamplingParams):
+def _apply_penalties(row: torch.Tensor, history: torch.Tensor, num_prompt: int,
+                     p: SamplingParams):
     if p.repetition_penalty != 1.0:
         seen = row[history]
         seen = torch.where(seen < 0, seen * p.repetition_penalty, seen / p.repetition_penalty)
         row = row.scatter(0, history, seen)
-    if p.frequency_penalty != 0.0:
-        # As TGI: counts normalised by the sequence length.
-        counts = torch.zeros_like(row).scatter_add_(0, history, torch.ones_like(history, dtype=row.dtype))
-        row = row - p.frequency_penalty * counts / history.numel()
+    generated = history[num_prompt:]
+    if p.frequency_penalty != 0.0 and generated.numel():
+        # OpenAI's definition: minus penalty x times sampled so far. (TGI divides the
+        # counts by the whole sequence length, prompt included, which makes the
+        # penalty nearly inert on long prompts.)
+        counts = torch.zeros_like(row).scatter_add_(0, generated, torch.ones_like(generated, dtype=row.dtype))
+        row = row - p.frequency_penalty * counts
     return row
 
 
