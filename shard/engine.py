@@ -52,6 +52,12 @@ class TokenEvent:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    message: str
+    invalid_input: bool      # a malformed request, rather than one too big for this shard
+
+
 @dataclass(slots=True)
 class _Tracked:
     """Engine-side state of one request beyond what the scheduler needs."""
@@ -66,8 +72,10 @@ Publish = Callable[[list[TokenEvent]], None]
 
 class Engine:
     def __init__(self, scheduler: Scheduler, runner, tokenizer: Tokenizer,
-                 special_ids: frozenset[int], publish: Publish, metrics: ShardMetrics):
+                 special_ids: frozenset[int], publish: Publish, metrics: ShardMetrics,
+                 vocab_size: int):
         self.scheduler = scheduler
+        self.vocab_size = vocab_size
         self.runner = runner
         self.tokenizer = tokenizer
         self.special_ids = special_ids
@@ -87,12 +95,17 @@ class Engine:
         self._inbox.put(("wake", None))
         self._thread.join(timeout=10)
 
-    def submit(self, seq: Sequence) -> str | None:
+    def submit(self, seq: Sequence) -> Refusal | None:
         """Queue a request; returns why it can never run instead, if so."""
+        out_of_range = [t for t in seq.prompt_ids if not 0 <= t < self.vocab_size]
+        if out_of_range:
+            return Refusal(f"token id {out_of_range[0]} is outside the vocabulary "
+                           f"(size {self.vocab_size})", invalid_input=True)
         reason = self.scheduler.check_fits(seq)
-        if reason is None:
-            self._inbox.put(("add", seq))
-        return reason
+        if reason is not None:
+            return Refusal(reason, invalid_input=False)
+        self._inbox.put(("add", seq))
+        return None
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(("abort", request_id))
@@ -109,10 +122,9 @@ class Engine:
             started = time.perf_counter()
             try:
                 results = self.runner.execute(plan)
-            except Exception as exc:  # one bad step fails its requests, not the shard
-                log.exception("step failed")
-                self._fail(plan, f"step failed: {exc}")
-                continue
+            except Exception:
+                log.exception("step failed; retrying its requests one by one")
+                plan, results = self._execute_isolated(plan)
             self.publish(self._update(plan, results))
             self.metrics.observe_step(plan, time.perf_counter() - started, self.scheduler)
 
@@ -184,12 +196,22 @@ class Engine:
         self._tracked.pop(request_id, None)
         self.runner.forget(request_id)
 
-    def _fail(self, plan: StepPlan, message: str) -> None:
-        events = []
+    def _execute_isolated(self, plan: StepPlan) -> tuple[StepPlan, list[ChunkResult]]:
+        """Re-run a failed step one request at a time, so a request that breaks the model
+        fails alone and the others go on. Re-running rewrites the same KV positions."""
+        kept, results, events = [], [], []
         for chunk in plan.chunks:
-            seq = chunk.seq
-            if not seq.status.is_finished:
-                self.scheduler.finish(seq, None)
-            self._forget(seq.request_id)
-            events.append(TokenEvent(seq.request_id, error=message))
+            try:
+                results.extend(self.runner.execute(StepPlan((chunk,))))
+                kept.append(chunk)
+            except Exception as exc:
+                log.exception("request %s failed", chunk.seq.request_id)
+                self.scheduler.finish(chunk.seq, None)
+                self._forget(chunk.seq.request_id)
+                events.append(TokenEvent(chunk.seq.request_id, error=f"generation failed: {exc}"))
         self.publish(events)
+        return StepPlan(tuple(kept)), results
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping.is_set()

@@ -116,7 +116,8 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
                              config.waiting_served_ratio, config.max_waiting_tokens)
     scheduler = Scheduler(limits, budget.num_slots, eos_ids)
     runner = ModelRunner(model, cache, device)
-    engine = Engine(scheduler, runner, tokenizer, special_token_ids(tokenizer), publish, metrics)
+    engine = Engine(scheduler, runner, tokenizer, special_token_ids(tokenizer), publish, metrics,
+                    model.vocab_size)
     info = ShardInfo(source.model_id, str(dtype).removeprefix("torch."), device.type,
                      str(source.path), eos_ids, budget)
     log.info("%s on %s in %s: %d slots x %d tokens, batch KV budget %d, prefill budget %d",

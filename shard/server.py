@@ -51,9 +51,11 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
         self._streams[seq.request_id] = stream
         finished = False
         try:
-            reason = self.engine.submit(seq)
-            if reason is not None:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+            refusal = self.engine.submit(seq)
+            if refusal is not None:
+                code = (grpc.StatusCode.INVALID_ARGUMENT if refusal.invalid_input
+                        else grpc.StatusCode.RESOURCE_EXHAUSTED)
+                await context.abort(code, refusal.message)
             while not finished:
                 event = await stream.get()
                 if event.error is not None:
@@ -67,6 +69,8 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
                 self.engine.abort(seq.request_id)
 
     async def Health(self, request, context):
+        if not self.engine.is_alive:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the engine thread has stopped")
         scheduler = self.engine.scheduler
         return wire.health_response(len(scheduler.running), len(scheduler.waiting))
 

@@ -48,6 +48,7 @@ class LlamaModel:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
         self.max_position = cfg.max_position_embeddings
+        self.vocab_size = cfg.vocab_size
         self._load_weights(hf_model.model, hf_model.lm_head, dtype, device)
         self.rope = self._rope_params(hf_model, device)
 

@@ -96,7 +96,7 @@ def test_cancelled_request_frees_its_slot_for_the_next_waiting_one(harness_facto
 
 def test_request_that_can_never_fit_is_refused_and_one_that_can_waits(harness_factory):
     harness = harness_factory("--max-batch-total-tokens", "64", "--max-total-tokens", "64")
-    assert "context" in harness.submit("huge", PROMPT, max_new_tokens=100)
+    assert "context" in harness.submit("huge", PROMPT, max_new_tokens=100).message
     assert harness.submit("a", PROMPT, max_new_tokens=40, stopping={"ignore_eos_token": True}) is None
     assert harness.submit("b", PROMPT, max_new_tokens=40, stopping={"ignore_eos_token": True}) is None
     assert harness.collect("a")[-1].finished.generated_tokens == 40
@@ -166,3 +166,38 @@ def test_stop_sequence_spanning_tokens_finishes_the_request(harness_factory):
     assert events[-1].finished.finish_reason is FinishReason.STOP_SEQUENCE
     assert len(events) == k + 1
     assert events[-1].finished.text == "".join(texts[:k + 1])
+
+
+class FaultyRunner:
+    """Wraps the real runner; any step that includes `bad_request_id` raises, as a model
+    bug or an out-of-memory error triggered by one request would."""
+
+    def __init__(self, runner, bad_request_id: str):
+        self._runner, self._bad = runner, bad_request_id
+
+    def execute(self, plan):
+        if any(c.seq.request_id == self._bad for c in plan.chunks):
+            raise RuntimeError("injected fault")
+        return self._runner.execute(plan)
+
+    def forget(self, request_id):
+        self._runner.forget(request_id)
+
+
+def test_a_request_that_breaks_the_model_fails_alone(harness_factory):
+    harness = harness_factory()
+    harness.engine.runner = FaultyRunner(harness.engine.runner, "bad")
+    harness.submit("good", PROMPT, max_new_tokens=30, stopping={"ignore_eos_token": True})
+    harness.next_event("good")
+    harness.submit("bad", PROMPT, max_new_tokens=30)
+    assert "injected fault" in harness.collect("bad")[-1].error
+    good = harness.collect("good")
+    assert good[-1].finished.generated_tokens == 30 and all(e.error is None for e in good)
+    harness.submit("after", PROMPT, max_new_tokens=3)
+    assert harness.collect("after")[-1].finished is not None
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(harness_factory):
+    harness = harness_factory()
+    refusal = harness.submit("oov", [1, 2, 10_000_000], max_new_tokens=3)
+    assert refusal.invalid_input and "outside the vocabulary" in refusal.message
