@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from shard.kv_cache import KVCache
+from shard.models.linear import Linear
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 
@@ -39,6 +40,16 @@ class StepInputs:
     logits_rows: torch.Tensor      # rows whose next-token logits are needed
 
 
+@dataclass(frozen=True, slots=True)
+class LayerWeights:
+    in_norm: torch.Tensor
+    qkv: Linear
+    o: Linear
+    post_norm: torch.Tensor
+    gate_up: Linear
+    down: Linear
+
+
 class LlamaModel:
     def __init__(self, hf_model, dtype: torch.dtype, device: torch.device):
         cfg = hf_model.config
@@ -53,14 +64,11 @@ class LlamaModel:
         self.rope = self._rope_params(hf_model, device)
 
     def _load_weights(self, model, lm_head, dtype, device) -> None:
-        def t(w):  # [out, in] -> [in, out]: x @ w reads the weight row-major
-            return w.detach().to(device=device, dtype=dtype).t().contiguous()
-
         def v(w):
             return w.detach().to(device=device, dtype=dtype).contiguous()
 
         self.embed = v(model.embed_tokens.weight)
-        self.lm_head = t(lm_head.weight)
+        self.lm_head = Linear(lm_head.weight, dtype, device)
         self.final_norm = v(model.norm.weight)
         self.layers = []
         for layer in model.layers:
@@ -68,13 +76,13 @@ class LlamaModel:
             qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
             bias = None
             if attn.q_proj.bias is not None:
-                bias = v(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
-            self.layers.append({
-                "in_norm": v(layer.input_layernorm.weight), "qkv": t(qkv), "qkv_bias": bias,
-                "o": t(attn.o_proj.weight), "post_norm": v(layer.post_attention_layernorm.weight),
-                "gate_up": t(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
-                "down": t(mlp.down_proj.weight),
-            })
+                bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+            self.layers.append(LayerWeights(
+                v(layer.input_layernorm.weight), Linear(qkv, dtype, device, bias),
+                Linear(attn.o_proj.weight, dtype, device),
+                v(layer.post_attention_layernorm.weight),
+                Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), dtype, device),
+                Linear(mlp.down_proj.weight, dtype, device)))
 
     def _rope_params(self, hf_model, device) -> tuple[torch.Tensor, float]:
         # Reuse transformers' own RoPE initialisation so scaled variants (llama3) match.
@@ -101,20 +109,18 @@ class LlamaModel:
         cos, sin = self._rope(step.positions, hidden.dtype)
         for index, weights in enumerate(self.layers):
             hidden = hidden + self._attention(index, weights, hidden, step, cache, cos, sin)
-            x = F.rms_norm(hidden, (hidden.shape[-1],), weights["post_norm"], self.eps)
-            gate, up = (x @ weights["gate_up"]).chunk(2, dim=-1)
-            hidden = hidden + (F.silu(gate) * up) @ weights["down"]
+            x = F.rms_norm(hidden, (hidden.shape[-1],), weights.post_norm, self.eps)
+            gate, up = weights.gate_up(x).chunk(2, dim=-1)
+            hidden = hidden + weights.down(F.silu(gate) * up)
         hidden = hidden[step.logits_rows]
         return F.rms_norm(hidden, (hidden.shape[-1],), self.final_norm, self.eps)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return (hidden @ self.lm_head).float()
+        return self.lm_head(hidden).float()
 
     def _attention(self, index, weights, hidden, step, cache, cos, sin) -> torch.Tensor:
-        x = F.rms_norm(hidden, (hidden.shape[-1],), weights["in_norm"], self.eps)
-        qkv = x @ weights["qkv"]
-        if weights["qkv_bias"] is not None:
-            qkv = qkv + weights["qkv_bias"]
+        x = F.rms_norm(hidden, (hidden.shape[-1],), weights.in_norm, self.eps)
+        qkv = weights.qkv(x)
         num_q, num_kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q = qkv[:, :num_q].view(-1, self.num_heads, self.head_dim)
         k = qkv[:, num_q:num_q + num_kv].view(-1, self.num_kv_heads, self.head_dim)
@@ -127,7 +133,7 @@ class LlamaModel:
         for span in step.prefills:
             rows = slice(span.offset, span.offset + span.num_tokens)
             out[rows] = self._prefill_attention(index, q[rows], span, cache)
-        return out.view(-1, num_q) @ weights["o"]
+        return weights.o(out.view(-1, num_q))
 
     def _decode_attention(self, index, q, step: StepInputs, cache: KVCache) -> torch.Tensor:
         # Fold each KV head's query group into the "query length" axis: plain attention

@@ -1,0 +1,92 @@
+"""create_app(config): the one place the router is assembled, for `python -m router` and
+tests alike. Shards, tokenizer and the health task open in cleanup_ctx, in that order,
+so each closes only if it opened and after everything that depends on it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from router import handlers
+from router.admission import Admission
+from router.config import RouterConfig, resolve_limits
+from router.inference import Inference
+from router.metrics import Metrics
+from router.middlewares import add_request_id_header, auth_middleware, error_middleware, request_id_middleware
+from router.shards import ShardPool
+from router.state import CONFIG, POOL, SHARD_INFO, STATE, TOKENIZER, RouterState
+from router.tokenizer import PromptTokenizer
+from router.validation import Validator
+
+log = logging.getLogger(__name__)
+
+# Options for web.run_app / web.AppRunner. handler_cancellation makes a client disconnect
+# cancel its handler, which closes the gRPC stream so the shard frees the slot at once,
+# also for non-streaming requests (which never write until the end).
+RUNNER_OPTIONS = {"handler_cancellation": True}
+
+
+def create_app(config: RouterConfig) -> web.Application:
+    app = web.Application(
+        client_max_size=config.payload_limit,
+        middlewares=[request_id_middleware, error_middleware, auth_middleware(config.api_key)],
+    )
+    app[CONFIG] = config
+    app.cleanup_ctx.extend([_shards_ctx, _tokenizer_ctx, _state_ctx])
+    app.on_response_prepare.append(add_request_id_header)
+    app.router.add_routes([
+        web.post("/generate", handlers.generate),
+        web.post("/generate_stream", handlers.generate_stream),
+        web.post("/", handlers.compat_generate),
+        web.post("/tokenize", handlers.tokenize),
+        web.get("/", handlers.health),
+        web.get("/health", handlers.health),
+        web.get("/ping", handlers.health),
+        web.get("/info", handlers.info),
+        web.get("/metrics", handlers.metrics),
+    ])
+    return app
+
+
+async def _shards_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    pool = ShardPool(config.shard_uris, config.health_check_interval_s)
+    try:
+        app[SHARD_INFO] = await pool.connect(config.shard_connect_timeout_s)
+        app[POOL] = pool
+        log.info("shards ready: %s", app[SHARD_INFO])
+        yield
+    finally:
+        await pool.close()
+
+
+async def _tokenizer_ctx(app: web.Application) -> AsyncIterator[None]:
+    tokenizer = await PromptTokenizer.load(app[SHARD_INFO].tokenizer_path, app[CONFIG].validation_workers)
+    app[TOKENIZER] = tokenizer
+    try:
+        yield
+    finally:
+        tokenizer.close()
+
+
+async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, pool, tokenizer = app[CONFIG], app[POOL], app[TOKENIZER]
+    limits = resolve_limits(config, app[SHARD_INFO].max_total_tokens)
+    admission = Admission(config.max_concurrent_requests)
+    metrics = Metrics(limits, num_in_flight=lambda: admission.num_in_flight,
+                      shard_states=lambda: [(s.uri, s.healthy, s.num_outstanding) for s in pool.shards])
+    app[STATE] = RouterState(
+        config=config, info=app[SHARD_INFO], limits=limits, pool=pool, tokenizer=tokenizer,
+        admission=admission, metrics=metrics, validator=Validator(limits, tokenizer),
+        inference=Inference(pool, metrics))
+    health_task = asyncio.create_task(pool.run_health_checks())
+    try:
+        yield
+    finally:
+        health_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await health_task

@@ -1,0 +1,129 @@
+"""Router settings: CLI flags (TGI's names), each also settable from the environment as
+the flag's UPPER_SNAKE name (`--max-concurrent-requests` <- MAX_CONCURRENT_REQUESTS), as TGI
+does. The command line wins over the environment, which wins over the default."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+def _flag(default, help: str, type=str, aliases: Sequence[str] = ()):
+    return dataclasses.field(default=default, metadata={"help": help, "type": type, "aliases": tuple(aliases)})
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    shard_uris: tuple[str, ...] = _flag((), "gRPC address HOST:PORT of a shard; repeat for several "
+                                        "(env SHARD_URI: comma-separated)")
+    hostname: str = _flag("127.0.0.1", "address to listen on")
+    port: int = _flag(8080, "HTTP port", int)
+    max_concurrent_requests: int = _flag(
+        128, "queued + running requests; the next one gets 429", int, aliases=("--max_concurrent_requests",))
+    max_input_tokens: int | None = _flag(None, "max prompt tokens (default: max_total_tokens - 1)", int)
+    max_total_tokens: int | None = _flag(None, "max prompt + new tokens (default: the shard's)", int)
+    max_best_of: int = _flag(2, "upper bound for best_of", int)
+    max_stop_sequences: int = _flag(4, "upper bound for len(stop)", int)
+    max_top_n_tokens: int = _flag(5, "upper bound for top_n_tokens", int)
+    max_client_batch_size: int = _flag(4, "max prompts per call (reported in /info)", int)
+    payload_limit: int = _flag(2_000_000, "request body limit in bytes (413 above it)", int)
+    api_key: str | None = _flag(None, "if set, generation routes need `Authorization: Bearer <key>`")
+    shard_connect_timeout_s: float = _flag(120.0, "how long startup waits for every shard's Info", float)
+    model_id: str | None = _flag(None, "served model name (default: the shard's model_id)")
+    validation_workers: int = _flag(2, "tokenizer threads", int)
+    keep_alive_interval_s: float = _flag(15.0, "SSE keep-alive comment after this much silence", float)
+    health_check_interval_s: float = _flag(1.0, "how often each shard's Health is polled", float)
+    compute_type: str = _flag("gpu+optimized", "value of the x-compute-type header")
+
+    def __post_init__(self) -> None:
+        if not self.shard_uris:
+            raise ValueError("at least one --shard-uri is required")
+        for uri in self.shard_uris:
+            _check_uri(uri)
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be in [0, 65535]. Given: {self.port}")
+        positive = ("max_concurrent_requests", "max_best_of", "max_client_batch_size", "payload_limit",
+                    "shard_connect_timeout_s", "validation_workers", "keep_alive_interval_s",
+                    "health_check_interval_s")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be > 0. Given: {getattr(self, name)}")
+        for name in ("max_stop_sequences", "max_top_n_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0. Given: {getattr(self, name)}")
+        for name in ("max_input_tokens", "max_total_tokens"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"`{name}` must be > 0. Given: {value}")
+        if self.max_input_tokens is not None and self.max_total_tokens is not None:
+            if self.max_input_tokens >= self.max_total_tokens:
+                raise ValueError("`max_input_tokens` must be < `max_total_tokens`")
+        if self.api_key == "":
+            raise ValueError("--api-key must not be empty")
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> RouterConfig:
+        environ = os.environ if environ is None else environ
+        parsed = vars(_build_parser(environ).parse_args(argv))
+        if parsed["shard_uris"] is None:
+            raw = environ.get("SHARD_URI", "")
+            parsed["shard_uris"] = [uri.strip() for uri in raw.split(",") if uri.strip()]
+        parsed["shard_uris"] = tuple(parsed["shard_uris"])
+        return cls(**parsed)
+
+
+def _flag_name(name: str) -> str:
+    return "--shard-uri" if name == "shard_uris" else "--" + name.replace("_", "-")
+
+
+def _build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m router", description="sluice HTTP router")
+    for field in dataclasses.fields(RouterConfig):
+        flag = _flag_name(field.name)
+        names = [flag, *field.metadata["aliases"]]
+        if field.name == "shard_uris":
+            # The env value is merged in from_args: argparse would append CLI values to it.
+            parser.add_argument(*names, dest=field.name, action="append", default=None,
+                                help=field.metadata["help"])
+            continue
+        env_name = flag[2:].replace("-", "_").upper()
+        # argparse runs `type` on string defaults, so env values are converted like flags.
+        default = environ.get(env_name, field.default)
+        parser.add_argument(*names, dest=field.name, type=field.metadata["type"], default=default,
+                            help=f"{field.metadata['help']} [env {env_name}; default {field.default}]")
+    return parser
+
+
+def _check_uri(uri: str) -> None:
+    if uri.startswith("unix:"):
+        return
+    host, sep, port = uri.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--shard-uri must be HOST:PORT (or unix:PATH). Given: {uri!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Request limits after startup: the token limits default to the shard's context size."""
+
+    max_input_tokens: int
+    max_total_tokens: int
+    max_best_of: int
+    max_stop_sequences: int
+    max_top_n_tokens: int
+
+
+def resolve_limits(config: RouterConfig, shard_max_total_tokens: int) -> Limits:
+    max_total = config.max_total_tokens or shard_max_total_tokens
+    if max_total > shard_max_total_tokens:
+        raise ValueError(f"`max_total_tokens` must be <= the shard's max_total_tokens. "
+                         f"Given: {max_total} and {shard_max_total_tokens}")
+    max_input = config.max_input_tokens or max_total - 1
+    if not 0 < max_input < max_total:
+        raise ValueError(f"`max_input_tokens` must be < `max_total_tokens`. Given: {max_input} and {max_total}")
+    return Limits(max_input_tokens=max_input, max_total_tokens=max_total, max_best_of=config.max_best_of,
+                  max_stop_sequences=config.max_stop_sequences, max_top_n_tokens=config.max_top_n_tokens)

@@ -1,0 +1,98 @@
+"""The router's error taxonomy: every failure a client can see, with its HTTP status,
+TGI `error_type` and message. Pure Python, so schemas and validation can raise these
+without importing aiohttp; middlewares.py turns them into JSON responses."""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    """An error answered as `{"error": message, "error_type": error_type}`."""
+
+    status: int = 500
+    error_type: str = "internal"
+    failure_label: str = "internal"  # the `err` label of tgi_request_failure
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.message, "error_type": self.error_type}
+
+
+class ValidationError(RouterError):
+    """A TGI ValidationError: the message is prefixed the way TGI prefixes it."""
+
+    status = 422
+    error_type = "validation"
+    failure_label = "validation"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Input validation error: {reason}")
+        self.reason = reason
+
+
+class RequestBodyError(RouterError):
+    """The body could not be read as a request (TGI answers these in plain text from axum;
+    we keep axum's wording but use the JSON shape so every client can map them)."""
+
+    error_type = "validation"
+    failure_label = "validation"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Overloaded(RouterError):
+    status = 429
+    error_type = "overloaded"
+    failure_label = "overloaded"
+
+    def __init__(self) -> None:
+        # Retry-After lets clients back off instead of hammering (TGI sends none).
+        super().__init__("Model is overloaded", headers={"Retry-After": "1"})
+
+
+class GenerationError(RouterError):
+    status = 424
+    error_type = "generation"
+    failure_label = "generation"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Request failed during generation: {reason}")
+
+
+class IncompleteGeneration(RouterError):
+    status = 500
+    error_type = "incomplete_generation"
+    failure_label = "incomplete"
+
+    def __init__(self) -> None:
+        super().__init__("Incomplete generation")
+
+
+class IncompleteGenerationStream(RouterError):
+    status = 500
+    error_type = "incomplete_generation_stream"
+    failure_label = "incomplete"
+
+    def __init__(self) -> None:
+        super().__init__("Incomplete generation stream")
+
+
+class Unauthorized(RouterError):
+    status = 401
+    error_type = "unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__("Unauthorized: missing or invalid `Authorization: Bearer <api key>` header")
+
+
+class Unhealthy(RouterError):
+    status = 503
+    error_type = "healthcheck"
+
+    def __init__(self) -> None:
+        super().__init__("unhealthy")

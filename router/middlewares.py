@@ -1,0 +1,74 @@
+"""Request id, API key and error middlewares, each doing one thing. The first in the list
+is the outermost, so the error middleware also answers the auth middleware's 401."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from router.errors import RouterError, Unauthorized
+from router.responses import dumps
+from router.state import REQUEST_ID
+
+log = logging.getLogger(__name__)
+
+# A client-supplied id is echoed into logs and headers, so only plain ones are trusted.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Generation routes (and /tokenize) need the API key; health, info and metrics do not.
+_PROTECTED = {("POST", "/"), ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/tokenize")}
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    client_id = request.headers.get("x-request-id", "")
+    request[REQUEST_ID] = client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else uuid.uuid4().hex
+    return await handler(request)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare hook: streams send their headers before a middleware could."""
+    request_id = request.get(REQUEST_ID)
+    if request_id:
+        response.headers["x-request-id"] = request_id
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RouterError as err:
+        log.info("request_id=%s %s %s -> %d %s", request.get(REQUEST_ID), request.method, request.path,
+                 err.status, err.message)
+        return error_response(err)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("request_id=%s %s %s failed", request.get(REQUEST_ID), request.method, request.path)
+        return web.json_response({"error": "Internal server error", "error_type": "internal"}, status=500,
+                                 dumps=dumps)
+
+
+def error_response(err: RouterError) -> web.Response:
+    # A normal (non-chunked) JSON body, so Content-Length is always set: huggingface_hub's
+    # async client only reads `error_type` from error bodies that have one.
+    return web.json_response(err.to_dict(), status=err.status, headers=err.headers, dumps=dumps)
+
+
+def auth_middleware(api_key: str | None):
+    expected = f"bearer {api_key}".lower().encode() if api_key else None
+
+    @web.middleware
+    async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is not None and (request.method, request.path) in _PROTECTED:
+            # TGI compares the whole header case-insensitively with "Bearer <key>".
+            given = request.headers.get("Authorization", "").lower().encode()
+            if not hmac.compare_digest(given, expected):
+                raise Unauthorized()
+        return await handler(request)
+
+    return check_api_key

@@ -1,0 +1,148 @@
+"""Request JSON -> frozen dataclasses, with JSON-type checks only (ranges and limits are
+validation.py's job, in TGI's order). Explicit JSON null means "unset" everywhere, because
+the text_generation client sends every parameter key, most of them null. No aiohttp here."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from router.errors import RequestBodyError
+
+_U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
+_I32 = (-(2**31), 2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateParameters:
+    best_of: int | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    typical_p: float | None = None
+    do_sample: bool = False
+    max_new_tokens: int | None = None
+    return_full_text: bool | None = None
+    stop: tuple[str, ...] = ()
+    truncate: int | None = None
+    watermark: bool = False
+    details: bool = False
+    decoder_input_details: bool = False
+    seed: int | None = None
+    top_n_tokens: int | None = None
+    # Kept only to be refused by validation: we support neither grammars nor adapters yet.
+    grammar: Any = None
+    adapter_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    inputs: str
+    parameters: GenerateParameters
+    stream: bool = False
+
+
+# JSON kind of each parameter; the names are the Rust types TGI deserializes into.
+_PARAMETER_KINDS: dict[str, str] = {
+    "best_of": "usize", "temperature": "f32", "repetition_penalty": "f32", "frequency_penalty": "f32",
+    "top_k": "i32", "top_p": "f32", "typical_p": "f32", "do_sample": "bool", "max_new_tokens": "u32",
+    "return_full_text": "bool", "stop": "strings", "truncate": "usize", "watermark": "bool",
+    "details": "bool", "decoder_input_details": "bool", "seed": "u64", "top_n_tokens": "u32",
+    "grammar": "object", "adapter_id": "string",
+}
+
+
+def parse_generate(body: Any) -> GenerateRequest:
+    """Parse a TGI GenerateRequest body (also used by POST / and /tokenize)."""
+    if not isinstance(body, dict):
+        raise _shape_error(f"invalid type: {_describe(body)}, expected a JSON object")
+    if "inputs" not in body:
+        raise _shape_error("missing field `inputs`")
+    inputs = body["inputs"]
+    if not isinstance(inputs, str):
+        raise _shape_error(f"inputs: invalid type: {_describe(inputs)}, expected a string")
+    raw_parameters = body.get("parameters")
+    if raw_parameters is None:
+        # TGI quirk: without `parameters` the defaults come from default_parameters(),
+        # which samples; a present object defaults do_sample to false.
+        parameters = GenerateParameters(do_sample=True)
+    elif isinstance(raw_parameters, dict):
+        parameters = _parse_parameters(raw_parameters)
+    else:
+        raise _shape_error(f"parameters: invalid type: {_describe(raw_parameters)}, expected a JSON object")
+    stream = _convert("stream", body.get("stream"), "bool")
+    return GenerateRequest(inputs=inputs, parameters=parameters, stream=bool(stream))
+
+
+def _parse_parameters(raw: dict[str, Any]) -> GenerateParameters:
+    values: dict[str, Any] = {}
+    for name, kind in _PARAMETER_KINDS.items():
+        value = _convert(f"parameters.{name}", raw.get(name), kind)
+        if value is not None:
+            values[name] = value
+    return GenerateParameters(**values)
+
+
+def _convert(path: str, value: Any, kind: str) -> Any:
+    """Check one JSON value against its kind; None (absent or null) stays None."""
+    if value is None:
+        return None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise _type_error(path, value, "a boolean")
+    if kind == "f32":
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise _type_error(path, value, "a finite number")
+    if kind in ("u32", "u64", "usize", "i32"):
+        return _convert_int(path, value, kind)
+    if kind == "string":
+        if isinstance(value, str):
+            return value
+        raise _type_error(path, value, "a string")
+    if kind == "strings":
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise _type_error(path, value, "a list of strings")
+    if isinstance(value, dict):  # "object"
+        return value
+    raise _type_error(path, value, "a JSON object")
+
+
+def _convert_int(path: str, value: Any, kind: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _type_error(path, value, kind)
+    low, high = _I32 if kind == "i32" else (0, _U32_MAX if kind == "u32" else _U64_MAX)
+    if not low <= value <= high:
+        raise _shape_error(f"{path}: invalid value: integer `{value}`, expected {kind}")
+    return value
+
+
+def _type_error(path: str, value: Any, expected: str) -> RequestBodyError:
+    return _shape_error(f"{path}: invalid type: {_describe(value)}, expected {expected}")
+
+
+def _shape_error(detail: str) -> RequestBodyError:
+    # axum's wording for a body of the wrong shape, with serde-like detail.
+    return RequestBodyError(422, f"Failed to deserialize the JSON body into the target type: {detail}")
+
+
+def _describe(value: Any) -> str:
+    """Name a JSON value the way serde does in its error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{json.dumps(value)}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"floating point `{value}`"
+    if isinstance(value, str):
+        return f"string {json.dumps(value[:50])}"
+    return "sequence" if isinstance(value, list) else "map"

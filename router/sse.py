@@ -1,0 +1,75 @@
+"""Server-sent events for TGI's native streaming routes: the headers, one
+`data: {compact json}\\n\\n` frame per event (written and flushed at once, chunked), and
+`:\\n\\n` keep-alive comments while the shard is silent. Never a `[DONE]` terminator:
+TGI sends that only on its OpenAI routes and the text_generation client chokes on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import TypeVar
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+
+from router.responses import dumps
+
+T = TypeVar("T")
+
+KEEP_ALIVE = b":\n\n"
+
+
+def encode_event(payload: dict) -> bytes:
+    return b"data: " + dumps(payload).encode("utf-8") + b"\n\n"
+
+
+class EventStream:
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self.response = web.StreamResponse(status=200, headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # so nginx does not hold events back
+            **headers,
+        })
+
+    async def open(self, request: web.Request) -> None:
+        if request.version >= HttpVersion11:
+            self.response.enable_chunked_encoding()
+        await self.response.prepare(request)
+
+    async def send(self, payload: dict) -> None:
+        await self.response.write(encode_event(payload))
+
+    async def keep_alive(self) -> None:
+        await self.response.write(KEEP_ALIVE)
+
+
+async def with_keep_alive(source: AsyncGenerator[T, None], interval_s: float) -> AsyncIterator[T | None]:
+    """Yield `source`'s items, and None after every `interval_s` of silence. A pending read
+    is never cancelled by the timer, only when this generator is closed or cancelled."""
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(_next(source))
+            done, _ = await asyncio.wait({pending}, timeout=interval_s)
+            if not done:
+                yield None
+                continue
+            finished, pending = pending, None
+            try:
+                item = finished.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.wait({pending})
+            if not pending.cancelled():
+                pending.exception()  # mark it retrieved so asyncio does not warn
+        await source.aclose()
+
+
+async def _next(source: AsyncIterator[T]) -> T:
+    return await source.__anext__()

@@ -1,0 +1,41 @@
+"""Typed keys for everything the app and its requests carry, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from router.admission import Admission
+from router.config import Limits, RouterConfig
+from router.inference import Inference
+from router.metrics import Metrics
+from router.shards import ShardPool
+from router.tokenizer import PromptTokenizer
+from router.validation import Validator
+from router.wire import ShardInfo
+
+
+@dataclass(frozen=True, slots=True)
+class RouterState:
+    """What handlers need once startup has finished."""
+
+    config: RouterConfig
+    info: ShardInfo
+    limits: Limits
+    pool: ShardPool
+    tokenizer: PromptTokenizer
+    admission: Admission
+    metrics: Metrics
+    validator: Validator
+    inference: Inference
+
+
+CONFIG = web.AppKey("config", RouterConfig)
+POOL = web.AppKey("pool", ShardPool)
+SHARD_INFO = web.AppKey("shard_info", ShardInfo)
+TOKENIZER = web.AppKey("tokenizer", PromptTokenizer)
+STATE = web.AppKey("state", RouterState)
+
+# Per-request keys (set by middlewares.request_id_middleware).
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,60 @@
+"""Prompt tokenization for validation, truncation and /tokenize. The tokenizer is the
+tokenizer.json of the model the shard serves (its Info says where). Encoding runs in a
+small thread pool so a long prompt never blocks the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from tokenizers import Encoding, Tokenizer
+
+from router.errors import ValidationError
+
+
+class PromptTokenizer:
+    def __init__(self, tokenizer: Tokenizer, num_workers: int) -> None:
+        self._tokenizer = tokenizer
+        self._executor = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="tokenizer")
+
+    @classmethod
+    async def load(cls, tokenizer_dir: str, num_workers: int) -> PromptTokenizer:
+        path = os.path.join(tokenizer_dir, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"no tokenizer.json in the shard's tokenizer_path {tokenizer_dir!r}")
+        tokenizer = await asyncio.to_thread(Tokenizer.from_file, path)
+        return cls(tokenizer, num_workers)
+
+    async def encode(self, text: str) -> list[int]:
+        return (await self._encode(text)).ids
+
+    async def tokenize(self, text: str) -> list[dict]:
+        """TGI's /tokenize answer: offsets are byte offsets into `text`."""
+        encoding = await self._encode(text)
+        byte_offsets = _byte_offsets(text)
+        return [
+            {"id": token_id, "text": text[start:stop], "start": byte_offsets[start], "stop": byte_offsets[stop]}
+            for token_id, (start, stop) in zip(encoding.ids, encoding.offsets)
+        ]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _encode(self, text: str) -> Encoding:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._tokenizer.encode, text)
+        except Exception as exc:  # tokenizers raises plain Exceptions
+            raise ValidationError(f"tokenizer error {exc}") from exc
+
+
+def _byte_offsets(text: str) -> list[int]:
+    """byte_offsets[i] is the UTF-8 byte offset of character i (with one past the end)."""
+    offsets = [0] * (len(text) + 1)
+    total = 0
+    for index, char in enumerate(text):
+        offsets[index] = total
+        total += len(char.encode("utf-8"))
+    offsets[len(text)] = total
+    return offsets
