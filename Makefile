@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install proto run test bench clean
+.PHONY: install proto run test test-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ protos/shard_pb2.py: protos/shard.proto $(STAMP)
 run: install
 	$(BIN)/python -m router.launcher $(ARGS)
 
-test: install
+# What the tests drive for real besides Python: Debian packages and Node packages.
+test-deps:
+	bash tests/setup/system-deps.sh
+
+test: install test-deps
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install

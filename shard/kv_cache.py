@@ -33,11 +33,19 @@ class KVCache:
         self.keys = torch.empty(size, dtype=dtype, device=device)
         self.values = torch.empty(size, dtype=dtype, device=device)
 
-    def write(self, layer: int, slot_ids: torch.Tensor, positions: torch.Tensor,
-              keys: torch.Tensor, values: torch.Tensor) -> None:
-        """keys/values: [num_tokens, num_kv_heads, head_dim], one row per (slot, position)."""
-        self.keys[layer][slot_ids, :, positions] = keys
-        self.values[layer][slot_ids, :, positions] = values
+    def rows(self, slot_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Flat row of every (token, kv head) in one layer's [slots*heads*len, dim] view;
+        computed once per step and shared by all layers."""
+        heads = torch.arange(self.shape.num_kv_heads, device=slot_ids.device)
+        per_slot = slot_ids[:, None] * self.shape.num_kv_heads + heads[None, :]
+        return (per_slot * self.shape.max_seq_len + positions[:, None]).reshape(-1)
+
+    def write(self, layer: int, rows: torch.Tensor, keys: torch.Tensor,
+              values: torch.Tensor) -> None:
+        """keys/values: [num_tokens, num_kv_heads, head_dim]; `rows` from rows()."""
+        dim = self.shape.head_dim
+        self.keys[layer].view(-1, dim).index_copy_(0, rows, keys.reshape(-1, dim))
+        self.values[layer].view(-1, dim).index_copy_(0, rows, values.reshape(-1, dim))
 
     def span(self, layer: int, num_slots: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of slots [0, num_slots) and positions [0, length): no copy."""

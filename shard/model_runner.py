@@ -66,7 +66,9 @@ class ModelRunner:
             sample_rows.append(len(logits_rows) - 1 if chunk.samples else None)
         tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)
         decode_rows, decode_mask, span = self._decode_layout(decode)
-        step = StepInputs(tensor(input_ids), tensor(positions), tensor(slot_ids), len(decode),
+        positions = tensor(positions)
+        kv_rows = self.cache.rows(tensor(slot_ids), positions)
+        step = StepInputs(tensor(input_ids), positions, kv_rows, len(decode),
                           span, decode_rows, decode_mask, tuple(spans), tensor(logits_rows))
         return step, sample_rows, prompt_rows
 

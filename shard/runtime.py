@@ -67,6 +67,18 @@ def resolve_dtype(config: ShardConfig, device: torch.device) -> torch.dtype:
     return dtype
 
 
+# Up to this many rows a step reads the 4-bit weights; above it the bf16 GEMM is faster.
+MAX_INT4_ROWS = 8
+
+
+def int4_rows(config: ShardConfig, dtype: torch.dtype, device: torch.device) -> int:
+    if config.quantize == "none":
+        return 0
+    if device.type != "cpu" or dtype is not torch.bfloat16:
+        raise ValueError("--quantize int4 needs --device cpu and --dtype bfloat16")
+    return MAX_INT4_ROWS
+
+
 def plan_budget(config: ShardConfig, max_position: int, device: torch.device) -> CacheBudget:
     max_total = config.max_total_tokens or min(max_position, 4096)
     if max_total > max_position:
@@ -104,7 +116,7 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model type {model_type!r} is not supported yet "
                          f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
-    model = LlamaModel(hf_model, dtype, device)
+    model = LlamaModel(hf_model, dtype, device, max_int4_rows=int4_rows(config, dtype, device))
     budget = plan_budget(config, model.max_position, device)
     cache = KVCache(CacheShape(model.num_layers, budget.num_slots, model.num_kv_heads,
                                budget.max_total_tokens, model.head_dim), dtype, device)

@@ -34,9 +34,12 @@ class Sampled:
 
 
 def sample(logits: torch.Tensor, rows: list[RowRequest]) -> Sampled:
-    if all(r.params.is_greedy and not _needs_processing(r.params) for r in rows):
-        logprobs = torch.log_softmax(logits, dim=-1)
+    if all(r.params.is_greedy and not _needs_processing(r.params) and not r.top_n_tokens
+           for r in rows):
+        # The common case: no full log-softmax matrix, only the chosen token's logprob.
         token_ids = logits.argmax(dim=-1)
+        chosen = logits.gather(1, token_ids[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+        return Sampled(token_ids.tolist(), chosen.tolist(), [[] for _ in rows])
     else:
         logits = torch.stack([_process_row(logits[i], r) for i, r in enumerate(rows)])
         logprobs = torch.log_softmax(logits, dim=-1)

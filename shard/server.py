@@ -11,7 +11,7 @@ import signal
 import grpc
 
 from protos import shard_pb2_grpc
-from shard import wire
+from shard import health, wire
 from shard.config import ShardConfig
 from shard.engine import Engine, TokenEvent
 from shard.metrics import ShardMetrics, serve_metrics
@@ -91,8 +91,9 @@ async def serve(config: ShardConfig) -> None:
     engine, info = await asyncio.to_thread(build_engine, config, servicer.publish, metrics)
     servicer.engine, servicer.info = engine, info
     engine.start()
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=health.SERVER_OPTIONS)
     shard_pb2_grpc.add_ShardServicer_to_server(servicer, server)
+    health.add_to_server(server, lambda: engine.is_alive)
     port = server.add_insecure_port(f"{config.hostname}:{config.port}")
     serve_metrics(config.metrics_port, config.hostname)
     await server.start()

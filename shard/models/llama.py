@@ -31,7 +31,7 @@ class StepInputs:
     """Tensors for one forward. Rows [0, num_decode) are decode tokens, one per request."""
     input_ids: torch.Tensor        # [T]
     positions: torch.Tensor        # [T]
-    slot_ids: torch.Tensor         # [T]
+    kv_rows: torch.Tensor          # [T * kv heads] where each token's K/V go (KVCache.rows)
     num_decode: int
     decode_span: int               # decode attention covers cache rows [0, span)
     decode_rows: torch.Tensor | None   # [num_decode] cache row of each decode token
@@ -51,7 +51,8 @@ class LayerWeights:
 
 
 class LlamaModel:
-    def __init__(self, hf_model, dtype: torch.dtype, device: torch.device):
+    def __init__(self, hf_model, dtype: torch.dtype, device: torch.device,
+                 max_int4_rows: int = 0):
         cfg = hf_model.config
         self.num_layers = cfg.num_hidden_layers
         self.num_heads = cfg.num_attention_heads
@@ -60,10 +61,10 @@ class LlamaModel:
         self.eps = cfg.rms_norm_eps
         self.max_position = cfg.max_position_embeddings
         self.vocab_size = cfg.vocab_size
-        self._load_weights(hf_model.model, hf_model.lm_head, dtype, device)
+        self._load_weights(hf_model.model, hf_model.lm_head, dtype, device, max_int4_rows)
         self.rope = self._rope_params(hf_model, device)
 
-    def _load_weights(self, model, lm_head, dtype, device) -> None:
+    def _load_weights(self, model, lm_head, dtype, device, max_int4_rows) -> None:
         def v(w):
             return w.detach().to(device=device, dtype=dtype).contiguous()
 
@@ -77,12 +78,14 @@ class LlamaModel:
             bias = None
             if attn.q_proj.bias is not None:
                 bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+            def linear(weight, bias=None):
+                return Linear(weight, dtype, device, bias, max_int4_rows)
+
             self.layers.append(LayerWeights(
-                v(layer.input_layernorm.weight), Linear(qkv, dtype, device, bias),
-                Linear(attn.o_proj.weight, dtype, device),
+                v(layer.input_layernorm.weight), linear(qkv, bias), linear(attn.o_proj.weight),
                 v(layer.post_attention_layernorm.weight),
-                Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), dtype, device),
-                Linear(mlp.down_proj.weight, dtype, device)))
+                linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+                linear(mlp.down_proj.weight)))
 
     def _rope_params(self, hf_model, device) -> tuple[torch.Tensor, float]:
         # Reuse transformers' own RoPE initialisation so scaled variants (llama3) match.
@@ -126,7 +129,7 @@ class LlamaModel:
         k = qkv[:, num_q:num_q + num_kv].view(-1, self.num_kv_heads, self.head_dim)
         v = qkv[:, num_q + num_kv:].view(-1, self.num_kv_heads, self.head_dim)
         q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-        cache.write(index, step.slot_ids, step.positions, k, v)
+        cache.write(index, step.kv_rows, k, v)
         out = torch.empty_like(q)
         if step.num_decode:
             out[:step.num_decode] = self._decode_attention(index, q[:step.num_decode], step, cache)
