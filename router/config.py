@@ -76,6 +76,12 @@ class RouterConfig:
         return cls(**parsed)
 
 
+def flag_names() -> set[str]:
+    """Every command-line spelling the router accepts (the launcher routes flags by it)."""
+    return {alias for parser_action in _build_parser({})._actions
+            for alias in parser_action.option_strings if alias.startswith("--")}
+
+
 def _flag_name(name: str) -> str:
     return "--shard-uri" if name == "shard_uris" else "--" + name.replace("_", "-")
 

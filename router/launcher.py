@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from router.config import RouterConfig, _flag_name
+from router.config import flag_names as router_flag_names
 from shard.config import build_parser as shard_parser
 
 ROUTER_ONLY = {"--hostname", "--port", "--metrics-port"}
@@ -45,8 +45,7 @@ def parse(argv: list[str]) -> LaunchArgs:
         raise ValueError("--num-shard (tensor parallel) > 1 is not supported yet; "
                          "use --num-replicas for data-parallel copies of the model")
     shard_flags = {s for a in shard_parser()._actions for s in a.option_strings}
-    router_flags = {_flag_name(name) for name in RouterConfig.__dataclass_fields__}
-    router_flags |= {"--max_concurrent_requests"}
+    router_flags = router_flag_names() - {"--help"}
     shard_args, router_args = [], []
     for flag, value in _pairs(rest):
         known = False
