@@ -5,6 +5,8 @@ it prints figures and asserts nothing.
     make bench                                   # 1, 8, 32 streams, 128 new tokens
     make bench ARGS="--concurrency 1 8 32 128 --max-new-tokens 64"
     make bench ARGS="--url http://127.0.0.1:8080"   # an already running sluice
+    make bench ARGS="--compare-url http://127.0.0.1:8081 --compare-api llamacpp"
+                          # and a llama.cpp llama-server, same prompts, same run, with ratios
 """
 from __future__ import annotations
 
@@ -41,14 +43,25 @@ class StreamTiming:
     num_tokens: int
 
 
+def request_for(api: str, prompt: str, max_new_tokens: int) -> tuple[str, dict]:
+    """The path and body of one streamed greedy request in each server's own API."""
+    if api == "llamacpp":
+        return "/completion", {"prompt": prompt, "n_predict": max_new_tokens, "stream": True,
+                               "temperature": 0, "cache_prompt": True}
+    if api == "openai":
+        return "/v1/completions", {"model": "bench", "prompt": prompt, "max_tokens": max_new_tokens,
+                                   "temperature": 0, "stream": True}
+    return "/generate_stream", {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens}}
+
+
 async def one_stream(session: aiohttp.ClientSession, url: str, prompt: str,
-                     max_new_tokens: int) -> StreamTiming:
-    body = {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens}}
+                     max_new_tokens: int, api: str = "tgi") -> StreamTiming:
+    path, body = request_for(api, prompt, max_new_tokens)
     started = time.perf_counter()
     arrivals = []
-    async with session.post(url + "/generate_stream", json=body) as response:
+    async with session.post(url + path, json=body) as response:
         async for line in response.content:
-            if line.startswith(b"data:"):
+            if line.startswith(b"data:") and not line.startswith(b"data: [DONE]"):
                 arrivals.append(time.perf_counter())
                 if b'"error"' in line[:12]:
                     raise RuntimeError(line.decode())
@@ -61,14 +74,14 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-async def run_level(url: str, concurrency: int, max_new_tokens: int) -> dict:
+async def run_level(url: str, concurrency: int, max_new_tokens: int, api: str = "tgi") -> dict:
     timeout = aiohttp.ClientTimeout(total=1800)
     async with aiohttp.ClientSession(timeout=timeout,
                                      connector=aiohttp.TCPConnector(limit=0)) as session:
-        await one_stream(session, url, chatml(QUESTIONS[0]), 4)    # warm the path
+        await one_stream(session, url, chatml(QUESTIONS[0]), 4, api)    # warm the path
         started = time.perf_counter()
         timings = await asyncio.gather(*(
-            one_stream(session, url, chatml(QUESTIONS[i % len(QUESTIONS)]), max_new_tokens)
+            one_stream(session, url, chatml(QUESTIONS[i % len(QUESTIONS)]), max_new_tokens, api)
             for i in range(concurrency)))
         wall_s = time.perf_counter() - started
     gaps = [g for t in timings for g in t.gaps_s]
@@ -108,6 +121,15 @@ def print_table(rows: list[dict], hf: dict[int, float]) -> None:
               f"{f'{base:.0f}' if base else '-'} |")
 
 
+def print_ratios(rows: list[dict], other: list[dict], name: str) -> None:
+    print(f"\n| streams | {name} tok/s | sluice / {name} tok/s | {name} per-token p50 ms | "
+          f"{name} first token p50 ms |")
+    print("|---|---|---|---|---|")
+    for mine, theirs in zip(rows, other):
+        print(f"| {mine['streams']} | {theirs['tok_s']:.0f} | {mine['tok_s'] / theirs['tok_s']:.2f}x | "
+              f"{theirs['itl_p50_ms']:.1f} | {theirs['ttft_p50_ms']:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench ARGS=...")
     parser.add_argument("--url", help="bench a running server instead of starting one")
@@ -117,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                         "auto means bfloat16 where the CPU has it)")
     parser.add_argument("--no-hf", action="store_true", help="skip the generate() baseline")
     parser.add_argument("--launcher-args", default="", help="extra flags for the launcher")
+    parser.add_argument("--compare-url", help="another server to drive the same way, in the same run")
+    parser.add_argument("--compare-api", default="llamacpp", choices=["llamacpp", "openai", "tgi"])
     args = parser.parse_args(argv)
     process, url = None, args.url
     if url is None:
@@ -125,8 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                            *args.launcher_args.split()], __import__("pathlib").Path("/tmp/sluice-bench.log"))
         url = f"http://127.0.0.1:{port}"
         process.wait_for(lambda: http_ok(url + "/health"), 600, "launcher")
+    rows, other = [], []
     try:
-        rows = [asyncio.run(run_level(url, c, args.max_new_tokens)) for c in args.concurrency]
+        # Interleave the two servers level by level, so drift on a shared machine hits both.
+        for concurrency in args.concurrency:
+            rows.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens)))
+            if args.compare_url:
+                other.append(asyncio.run(run_level(args.compare_url, concurrency,
+                                                   args.max_new_tokens, args.compare_api)))
     finally:
         if process is not None:
             process.stop()
@@ -140,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         hf = hf_generate(str(resolve(None, from_args([]).cache_dir).path),
                          [c for c in args.concurrency if c <= 32], args.max_new_tokens, dtype)
     print_table(rows, hf)
-    print(json.dumps({"sluice": rows, "hf_generate_tok_s": hf}), file=sys.stderr)
+    if other:
+        print_ratios(rows, other, args.compare_api)
+    print(json.dumps({"sluice": rows, "other": other, "hf_generate_tok_s": hf}), file=sys.stderr)
     return 0
 
 
