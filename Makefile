@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := tests/node/node_modules/.installed-stamp
 ARGS ?=
 
 .PHONY: install proto run test test-deps bench clean
@@ -31,8 +32,14 @@ run: install
 	$(BIN)/python -m router.launcher $(ARGS)
 
 # What the tests drive for real besides Python: Debian packages and Node packages.
-test-deps:
+test-deps: $(NODE_STAMP)
 	bash tests/setup/system-deps.sh
+
+# The JS clients tests/e2e drives, pinned by the lock. npm ci wipes node_modules first,
+# so it runs only when package.json or the lock changes.
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+	touch $@
 
 test: install test-deps
 	$(BIN)/python -m pytest $(ARGS)
@@ -41,4 +48,4 @@ bench: install
 	$(BIN)/python -m tests.bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) protos/shard_pb2*.py protos/shard_pb2*.pyi
+	rm -rf $(VENV) protos/shard_pb2*.py protos/shard_pb2*.pyi tests/node/node_modules

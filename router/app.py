@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from router import handlers
+from router import handlers, openai_handlers, playground
 from router.admission import Admission
+from router.chat_template import ChatTemplate
 from router.config import RouterConfig, resolve_limits
 from router.inference import Inference
 from router.metrics import Metrics
@@ -43,11 +44,15 @@ def create_app(config: RouterConfig) -> web.Application:
         web.post("/generate_stream", handlers.generate_stream),
         web.post("/", handlers.compat_generate),
         web.post("/tokenize", handlers.tokenize),
-        web.get("/", handlers.health),
+        web.get("/", playground.root),  # browsers get a link to the playground
         web.get("/health", handlers.health),
         web.get("/ping", handlers.health),
         web.get("/info", handlers.info),
         web.get("/metrics", handlers.metrics),
+        web.post("/v1/chat/completions", openai_handlers.chat_completions),
+        web.post("/v1/completions", openai_handlers.completions),
+        web.get("/v1/models", openai_handlers.models),
+        *playground.routes(),
     ])
     return app
 
@@ -82,7 +87,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STATE] = RouterState(
         config=config, info=app[SHARD_INFO], limits=limits, pool=pool, tokenizer=tokenizer,
         admission=admission, metrics=metrics, validator=Validator(limits, tokenizer),
-        inference=Inference(pool, metrics))
+        inference=Inference(pool, metrics), chat_template=await ChatTemplate.load(app[SHARD_INFO].tokenizer_path))
     health_task = asyncio.create_task(pool.run_health_checks())
     try:
         yield

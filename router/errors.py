@@ -20,6 +20,14 @@ class RouterError(Exception):
     def to_dict(self) -> dict[str, str]:
         return {"error": self.message, "error_type": self.error_type}
 
+    def to_openai_dict(self) -> dict:
+        """The body on the /v1 routes. `error` is OpenAI's object, because the openai SDK
+        puts only `error.message` into its exception text (and the JS client reads it in
+        streams); `error_type` stays at the top, where huggingface_hub picks its exception
+        class from in streams. huggingface_hub still shows the message, inside the object."""
+        return {"error": {"message": self.message, "type": self.error_type, "param": None, "code": self.status},
+                "error_type": self.error_type}
+
 
 class ValidationError(RouterError):
     """A TGI ValidationError: the message is prefixed the way TGI prefixes it."""
@@ -31,6 +39,17 @@ class ValidationError(RouterError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"Input validation error: {reason}")
         self.reason = reason
+
+
+class TemplateError(RouterError):
+    """The chat template is missing or failed to render these messages (TGI's wording)."""
+
+    status = 422
+    error_type = "template_error"
+    failure_label = "validation"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Template error: {reason}")
 
 
 class RequestBodyError(RouterError):

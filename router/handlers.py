@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from importlib import metadata
 
@@ -47,7 +47,7 @@ async def compat_generate(request: web.Request) -> web.StreamResponse:
 async def _generate(request: web.Request, *, streaming: bool | None, as_list: bool = False) -> web.StreamResponse:
     state = request.app[STATE]
     timing = Timing(start=time.perf_counter())
-    with _count_request(state.metrics):
+    with count_request(state.metrics):
         generate_request = parse_generate(await read_json(request))
         if generate_request.stream if streaming is None else streaming:
             return await _generate_sse(request, generate_request, timing)
@@ -59,11 +59,12 @@ async def _generate_json(request: web.Request, generate_request: GenerateRequest
     state = request.app[STATE]
     num_sequences = check_before_admission(generate_request.parameters, state.limits, streaming=False)
     with state.admission.admit(num_sequences):
-        valid = await _validate(state, generate_request, timing)
+        valid = await validate(state, generate_request, timing)
         generations = await state.inference.generate(valid, request[REQUEST_ID], timing, num_sequences)
     timing.mark_end()
     finished = generations[0].finished
-    _record_success(state.metrics, request, timing, valid, finished.generated_tokens, finished.finish_reason)
+    record_success(state.metrics, request, timing, valid.input_length, finished.generated_tokens,
+                   finished.finish_reason)
     body = generate_body(valid, generations)
     headers = {"x-compute-type": state.config.compute_type,
                **timing_headers(timing, valid, finished.generated_tokens)}
@@ -75,7 +76,7 @@ async def _generate_sse(request: web.Request, generate_request: GenerateRequest,
     state = request.app[STATE]
     check_before_admission(generate_request.parameters, state.limits, streaming=True)
     with state.admission.admit(1):
-        valid = await _validate(state, generate_request, timing)
+        valid = await validate(state, generate_request, timing)
         with state.pool.lease() as shard:  # no healthy shard: a 424 before any header
             stream = EventStream({"x-compute-type": state.config.compute_type,
                                   "x-compute-characters": str(len(valid.inputs))})
@@ -85,27 +86,34 @@ async def _generate_sse(request: web.Request, generate_request: GenerateRequest,
 
 async def _send_events(request: web.Request, stream: EventStream, shard: Shard, valid: ValidRequest,
                        timing: Timing) -> None:
-    """Send the headers, then the shard's tokens as events; errors from here on are events too."""
+    async def send_tokens() -> None:
+        finished = await _forward_tokens(request, stream, shard, valid, timing)
+        timing.mark_end()
+        record_success(request.app[STATE].metrics, request, timing, valid.input_length,
+                       finished.generated_tokens, finished.finish_reason)
+
+    await send_stream(request, stream, send_tokens, RouterError.to_dict)
+
+
+async def send_stream(request: web.Request, stream: EventStream, send_body: Callable[[], Awaitable[None]],
+                      error_event: Callable[[RouterError], dict]) -> None:
+    """Send the headers, then run `send_body`; errors from here on are one last event."""
     state = request.app[STATE]
     try:
         await stream.open(request)
-        finished = await _forward_tokens(request, stream, shard, valid, timing)
+        await send_body()
     except RouterError as err:
         log.warning("request_id=%s stream failed: %s", request[REQUEST_ID], err.message)
         state.metrics.record_failure(err.failure_label)
         try:
-            await stream.send(err.to_dict())
+            await stream.send(error_event(err))
         except ConnectionResetError:
             pass  # the client is gone too: nothing left to tell it
-        return
     except ConnectionResetError:
         # The write failed because the client left; closing the token stream (in
-        # _forward_tokens) has already cancelled the shard call.
+        # send_body) has already cancelled the shard call.
         log.info("request_id=%s client disconnected", request[REQUEST_ID])
         state.metrics.record_failure("dropped")
-        return
-    timing.mark_end()
-    _record_success(state.metrics, request, timing, valid, finished.generated_tokens, finished.finish_reason)
 
 
 async def _forward_tokens(request: web.Request, stream: EventStream, shard: Shard, valid: ValidRequest,
@@ -125,16 +133,16 @@ async def _forward_tokens(request: web.Request, stream: EventStream, shard: Shar
     raise IncompleteGenerationStream()
 
 
-async def _validate(state: RouterState, generate_request: GenerateRequest, timing: Timing) -> ValidRequest:
+async def validate(state: RouterState, generate_request: GenerateRequest, timing: Timing) -> ValidRequest:
     valid = await state.validator.validate(generate_request)
     state.metrics.record_validated(valid.input_length, valid.max_new_tokens, timing.mark_validated())
     return valid
 
 
 @contextmanager
-def _count_request(metrics: Metrics) -> Iterator[None]:
+def count_request(metrics: Metrics) -> Iterator[None]:
     """Count the request, and its failure (if any) under TGI's `err` label. Failures after
-    a stream's headers are counted where they are turned into events (_send_events)."""
+    a stream's headers are counted where they are turned into events (send_stream)."""
     metrics.request_count.inc()
     try:
         yield
@@ -148,12 +156,12 @@ def _count_request(metrics: Metrics) -> Iterator[None]:
         raise
 
 
-def _record_success(metrics: Metrics, request: web.Request, timing: Timing, valid: ValidRequest,
-                    generated_tokens: int, finish_reason: str) -> None:
+def record_success(metrics: Metrics, request: web.Request, timing: Timing, input_length: int,
+                   generated_tokens: int, finish_reason: str) -> None:
     metrics.record_success(total_s=timing.total_s, queue_s=timing.queue_s, inference_s=timing.inference_s,
                            generated_tokens=generated_tokens)
     log.info("request_id=%s %s input_length=%d generated_tokens=%d finish_reason=%s total_ms=%d",
-             request[REQUEST_ID], request.path, valid.input_length, generated_tokens, finish_reason,
+             request[REQUEST_ID], request.path, input_length, generated_tokens, finish_reason,
              timing.total_s * 1000)
 
 
@@ -193,14 +201,14 @@ async def info(request: web.Request) -> web.Response:
     state = request.app[STATE]
     config, limits, shard_info = state.config, state.limits, state.info
     return web.json_response({
-        "model_id": config.model_id or shard_info.model_id, "model_sha": None,
+        "model_id": state.model_id, "model_sha": None,
         # POST / defaults return_full_text to false, which is what this tag means to TGI.
         "model_pipeline_tag": "text-generation",
         "max_concurrent_requests": config.max_concurrent_requests, "max_best_of": limits.max_best_of,
         "max_stop_sequences": limits.max_stop_sequences, "max_input_tokens": limits.max_input_tokens,
         "max_total_tokens": limits.max_total_tokens, "validation_workers": config.validation_workers,
         "max_client_batch_size": config.max_client_batch_size, "router": "sluice-router",
-        "version": _version(), "sha": None, "docker_label": None,
+        "version": version(), "sha": None, "docker_label": None,
         "model_dtype": shard_info.dtype, "model_device_type": shard_info.device,
         "max_batch_total_tokens": shard_info.max_batch_total_tokens,
     }, dumps=dumps)
@@ -210,7 +218,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[STATE].metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def _version() -> str:
+def version() -> str:
     try:
         return metadata.version("sluice")
     except metadata.PackageNotFoundError:

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TypeVar
 
 from router.errors import IncompleteGeneration
 from router.metrics import Metrics
 from router.shards import Shard, ShardPool
 from router.validation import ValidRequest
 from router.wire import Finished, ShardRequest, Token, TokenDelta
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -93,18 +96,32 @@ class Inference:
     async def generate(self, valid: ValidRequest, request_id: str, timing: Timing,
                        num_sequences: int) -> list[Generation]:
         """Run `num_sequences` shard calls; the result is sorted best first."""
-        if num_sequences == 1:
-            return [await self._collect(valid, request_id, timing)]
+        generations = await self.generate_each([valid] * num_sequences, request_id, timing)
+        return sorted(generations, key=lambda generation: generation.mean_logprob, reverse=True)
+
+    async def generate_each(self, valids: list[ValidRequest], request_id: str,
+                            timing: Timing) -> list[Generation]:
+        """One shard call per request, all at once; the results in the same order."""
+        if len(valids) == 1:
+            return [await self._collect(valids[0], request_id, timing)]
         tasks = [asyncio.ensure_future(self._collect(valid, f"{request_id}-{index}", timing))
-                 for index in range(num_sequences)]
+                 for index, valid in enumerate(valids)]
         try:
-            generations = await asyncio.gather(*tasks)
+            return list(await asyncio.gather(*tasks))
         finally:
             # One failure (or the client leaving) ends the siblings too, freeing their slots.
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return sorted(generations, key=lambda generation: generation.mean_logprob, reverse=True)
+
+    def stream_each(self, shards: list[Shard], valids: list[ValidRequest], request_id: str,
+                    timing: Timing) -> AsyncGenerator[tuple[int, TokenDelta], None]:
+        """The token streams of several requests (one leased shard each), merged in arrival
+        order as (request index, delta)."""
+        if len(valids) == 1:
+            return _indexed(self.stream(shards[0], valids[0], request_id, timing))
+        return _merge([self.stream(shard, valid, f"{request_id}-{index}", timing)
+                       for index, (shard, valid) in enumerate(zip(shards, valids))])
 
     async def _collect(self, valid: ValidRequest, request_id: str, timing: Timing) -> Generation:
         prefill: tuple[Token, ...] = ()
@@ -120,3 +137,32 @@ class Inference:
                         return Generation(prefill=prefill, tokens=tuple(tokens), top_tokens=tuple(top_tokens),
                                           finished=delta.finished)
         raise IncompleteGeneration()
+
+
+async def _indexed(source: AsyncGenerator[T, None]) -> AsyncGenerator[tuple[int, T], None]:
+    async with aclosing(source) as items:
+        async for item in items:
+            yield 0, item
+
+
+async def _merge(sources: list[AsyncGenerator[T, None]]) -> AsyncGenerator[tuple[int, T], None]:
+    """Items from all sources as they come. One source failing, or the consumer closing
+    this generator, cancels and closes every source (so their shard calls end too)."""
+    pending = {asyncio.ensure_future(anext(source)): index for index, source in enumerate(sources)}
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for future in sorted(done, key=pending.__getitem__):
+                index = pending.pop(future)
+                try:
+                    item = future.result()
+                except StopAsyncIteration:
+                    continue
+                pending[asyncio.ensure_future(anext(sources[index]))] = index
+                yield index, item
+    finally:
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for source in sources:
+            await source.aclose()

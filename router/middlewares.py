@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 # A client-supplied id is echoed into logs and headers, so only plain ones are trusted.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Generation routes (and /tokenize) need the API key; health, info and metrics do not.
-_PROTECTED = {("POST", "/"), ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/tokenize")}
+_PROTECTED = {("POST", "/"), ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/tokenize"),
+              ("POST", "/v1/chat/completions"), ("POST", "/v1/completions")}
 
 
 @web.middleware
@@ -44,19 +45,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except RouterError as err:
         log.info("request_id=%s %s %s -> %d %s", request.get(REQUEST_ID), request.method, request.path,
                  err.status, err.message)
-        return error_response(err)
+        return error_response(err, openai=is_openai_route(request))
     except web.HTTPException:
         raise
     except Exception:
         log.exception("request_id=%s %s %s failed", request.get(REQUEST_ID), request.method, request.path)
-        return web.json_response({"error": "Internal server error", "error_type": "internal"}, status=500,
-                                 dumps=dumps)
+        return error_response(RouterError("Internal server error"), openai=is_openai_route(request))
 
 
-def error_response(err: RouterError) -> web.Response:
+def is_openai_route(request: web.Request) -> bool:
+    return request.path.startswith("/v1/")
+
+
+def error_response(err: RouterError, openai: bool = False) -> web.Response:
     # A normal (non-chunked) JSON body, so Content-Length is always set: huggingface_hub's
     # async client only reads `error_type` from error bodies that have one.
-    return web.json_response(err.to_dict(), status=err.status, headers=err.headers, dumps=dumps)
+    body = err.to_openai_dict() if openai else err.to_dict()
+    return web.json_response(body, status=err.status, headers=err.headers, dumps=dumps)
 
 
 def auth_middleware(api_key: str | None):

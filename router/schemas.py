@@ -45,6 +45,9 @@ class GenerateRequest:
     inputs: str
     parameters: GenerateParameters
     stream: bool = False
+    # TGI's serde(skip) field: false for chat prompts, whose template already holds the
+    # special tokens.
+    add_special_tokens: bool = True
 
 
 # JSON kind of each parameter; the names are the Rust types TGI deserializes into.
@@ -60,12 +63,12 @@ _PARAMETER_KINDS: dict[str, str] = {
 def parse_generate(body: Any) -> GenerateRequest:
     """Parse a TGI GenerateRequest body (also used by POST / and /tokenize)."""
     if not isinstance(body, dict):
-        raise _shape_error(f"invalid type: {_describe(body)}, expected a JSON object")
+        raise shape_error(f"invalid type: {describe(body)}, expected a JSON object")
     if "inputs" not in body:
-        raise _shape_error("missing field `inputs`")
+        raise shape_error("missing field `inputs`")
     inputs = body["inputs"]
     if not isinstance(inputs, str):
-        raise _shape_error(f"inputs: invalid type: {_describe(inputs)}, expected a string")
+        raise shape_error(f"inputs: invalid type: {describe(inputs)}, expected a string")
     raw_parameters = body.get("parameters")
     if raw_parameters is None:
         # TGI quirk: without `parameters` the defaults come from default_parameters(),
@@ -74,21 +77,21 @@ def parse_generate(body: Any) -> GenerateRequest:
     elif isinstance(raw_parameters, dict):
         parameters = _parse_parameters(raw_parameters)
     else:
-        raise _shape_error(f"parameters: invalid type: {_describe(raw_parameters)}, expected a JSON object")
-    stream = _convert("stream", body.get("stream"), "bool")
+        raise shape_error(f"parameters: invalid type: {describe(raw_parameters)}, expected a JSON object")
+    stream = convert("stream", body.get("stream"), "bool")
     return GenerateRequest(inputs=inputs, parameters=parameters, stream=bool(stream))
 
 
 def _parse_parameters(raw: dict[str, Any]) -> GenerateParameters:
     values: dict[str, Any] = {}
     for name, kind in _PARAMETER_KINDS.items():
-        value = _convert(f"parameters.{name}", raw.get(name), kind)
+        value = convert(f"parameters.{name}", raw.get(name), kind)
         if value is not None:
             values[name] = value
     return GenerateParameters(**values)
 
 
-def _convert(path: str, value: Any, kind: str) -> Any:
+def convert(path: str, value: Any, kind: str) -> Any:
     """Check one JSON value against its kind; None (absent or null) stays None."""
     if value is None:
         return None
@@ -120,20 +123,20 @@ def _convert_int(path: str, value: Any, kind: str) -> int:
         raise _type_error(path, value, kind)
     low, high = _I32 if kind == "i32" else (0, _U32_MAX if kind == "u32" else _U64_MAX)
     if not low <= value <= high:
-        raise _shape_error(f"{path}: invalid value: integer `{value}`, expected {kind}")
+        raise shape_error(f"{path}: invalid value: integer `{value}`, expected {kind}")
     return value
 
 
 def _type_error(path: str, value: Any, expected: str) -> RequestBodyError:
-    return _shape_error(f"{path}: invalid type: {_describe(value)}, expected {expected}")
+    return shape_error(f"{path}: invalid type: {describe(value)}, expected {expected}")
 
 
-def _shape_error(detail: str) -> RequestBodyError:
+def shape_error(detail: str) -> RequestBodyError:
     # axum's wording for a body of the wrong shape, with serde-like detail.
     return RequestBodyError(422, f"Failed to deserialize the JSON body into the target type: {detail}")
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """Name a JSON value the way serde does in its error messages."""
     if value is None:
         return "null"

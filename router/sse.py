@@ -1,7 +1,7 @@
-"""Server-sent events for TGI's native streaming routes: the headers, one
+"""Server-sent events for every streaming route: the headers, one
 `data: {compact json}\\n\\n` frame per event (written and flushed at once, chunked), and
-`:\\n\\n` keep-alive comments while the shard is silent. Never a `[DONE]` terminator:
-TGI sends that only on its OpenAI routes and the text_generation client chokes on it."""
+`:\\n\\n` keep-alive comments while the shard is silent. The `data: [DONE]` terminator is
+for the OpenAI routes only: the text_generation client chokes on it on TGI's routes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from router.responses import dumps
 T = TypeVar("T")
 
 KEEP_ALIVE = b":\n\n"
+# With the space: huggingface_hub's chat_completion compares these exact bytes.
+DONE = b"data: [DONE]\n\n"
 
 
 def encode_event(payload: dict) -> bytes:
@@ -42,6 +44,9 @@ class EventStream:
 
     async def keep_alive(self) -> None:
         await self.response.write(KEEP_ALIVE)
+
+    async def done(self) -> None:
+        await self.response.write(DONE)
 
 
 async def with_keep_alive(source: AsyncGenerator[T, None], interval_s: float) -> AsyncIterator[T | None]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from router.admission import Admission
+from router.chat_template import ChatTemplate
 from router.config import Limits, RouterConfig
 from router.inference import Inference
 from router.metrics import Metrics
@@ -29,6 +30,12 @@ class RouterState:
     metrics: Metrics
     validator: Validator
     inference: Inference
+    chat_template: ChatTemplate
+
+    @property
+    def model_id(self) -> str:
+        """The served model's name, as /info and /v1/models report it."""
+        return self.config.model_id or self.info.model_id
 
 
 CONFIG = web.AppKey("config", RouterConfig)

@@ -5,6 +5,7 @@ small thread pool so a long prompt never blocks the event loop."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,8 +27,8 @@ class PromptTokenizer:
         tokenizer = await asyncio.to_thread(Tokenizer.from_file, path)
         return cls(tokenizer, num_workers)
 
-    async def encode(self, text: str) -> list[int]:
-        return (await self._encode(text)).ids
+    async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return (await self._encode(text, add_special_tokens)).ids
 
     async def tokenize(self, text: str) -> list[dict]:
         """TGI's /tokenize answer: offsets are byte offsets into `text`."""
@@ -41,10 +42,11 @@ class PromptTokenizer:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _encode(self, text: str) -> Encoding:
+    async def _encode(self, text: str, add_special_tokens: bool = True) -> Encoding:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._tokenizer.encode, text)
+            encode = functools.partial(self._tokenizer.encode, text, add_special_tokens=add_special_tokens)
+            return await loop.run_in_executor(self._executor, encode)
         except Exception as exc:  # tokenizers raises plain Exceptions
             raise ValidationError(f"tokenizer error {exc}") from exc
 

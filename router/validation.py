@@ -56,7 +56,7 @@ class Validator:
         if params.truncate is not None and not 0 < params.truncate <= max_input:
             raise ValidationError(f"`truncate` must be strictly positive and less than {max_input}. "
                                   f"Given: {params.truncate}")
-        input_ids = await self._tokenizer.encode(request.inputs)
+        input_ids = await self._tokenizer.encode(request.inputs, request.add_special_tokens)
         if params.truncate is not None:
             input_ids = input_ids[-params.truncate:]  # left truncation: keep the end
         max_new_tokens = resolve_max_new_tokens(len(input_ids), params.max_new_tokens, self._limits)

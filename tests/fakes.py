@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -22,14 +23,24 @@ BOS_ID, EOS_ID = VOCAB["<s>"], VOCAB["</s>"]
 OUTPUT_WORDS = ["the", "cat", "sat", "on", "the", "mat"]
 
 
+# Renders [{"role": "user", "content": "hello"}] as "user: hello\nassistant:".
+CHAT_TEMPLATE = ("{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
 def build_tokenizer(directory: str) -> str:
     """A word-level tokenizer (one token per whitespace-separated word, BOS added) saved as
-    directory/tokenizer.json; returns the directory, as the shard's Info reports it."""
+    directory/tokenizer.json, with a chat template as transformers saves one; returns the
+    directory, as the shard's Info reports it."""
     tokenizer = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS_ID)])
     os.makedirs(directory, exist_ok=True)
     tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as file:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>"}, file)
+    with open(os.path.join(directory, "chat_template.jinja"), "w") as file:
+        file.write(CHAT_TEMPLATE)
     return directory
 
 

@@ -1,0 +1,111 @@
+"""The OpenAI-compatible routes: POST /v1/chat/completions, POST /v1/completions and
+GET /v1/models. Same lifecycle as the native routes (handlers.py): parse, checks that
+need no tokenizer, admission permits (429 at once; one per prompt), render and validate,
+then run on the shards. Errors use the OpenAI body (errors.RouterError.to_openai_dict)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from aiohttp import web
+
+from router.errors import RouterError
+from router.handlers import count_request, read_json, record_success, send_stream, validate, version
+from router.inference import Timing
+from router.openai_responses import Answer, ChatFormat, CompletionFormat, Format, finish_reason, models_json, usage_json
+from router.openai_schemas import (OpenAIParameters, check_before_admission, parse_chat, parse_completion,
+                                   to_generate_parameters)
+from router.openai_stream import send_choices
+from router.responses import dumps, timing_headers
+from router.schemas import GenerateRequest
+from router.sse import EventStream
+from router.state import REQUEST_ID, STATE
+from router.stops import cut_at_stop
+from router.validation import ValidRequest
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    timing = Timing(start=time.perf_counter())
+    with count_request(state.metrics):
+        chat = parse_chat(await read_json(request))
+        check_before_admission(chat.parameters, state.limits)
+        with state.admission.admit(1):
+            prompt = await asyncio.to_thread(state.chat_template.render, list(chat.messages))
+            # The template wrote the special tokens already: no BOS on top (as TGI).
+            generate_request = GenerateRequest(prompt, to_generate_parameters(chat.parameters),
+                                               add_special_tokens=False)
+            valid = await validate(state, generate_request, timing)
+            return await _answer(request, ChatFormat, chat.parameters, [valid], timing)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    timing = Timing(start=time.perf_counter())
+    with count_request(state.metrics):
+        completion = parse_completion(await read_json(request))
+        params = completion.parameters
+        check_before_admission(params, state.limits, num_prompts=len(completion.prompts),
+                               max_num_prompts=state.config.max_client_batch_size, logprobs_name="logprobs")
+        with state.admission.admit(len(completion.prompts)):
+            generate_parameters = to_generate_parameters(params)
+            valids = [await validate(state, GenerateRequest(prompt, generate_parameters), timing)
+                      for prompt in completion.prompts]
+            return await _answer(request, CompletionFormat, params, valids, timing)
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response(models_json(request.app[STATE].model_id), dumps=dumps)
+
+
+async def _answer(request: web.Request, output_format: type[Format], params: OpenAIParameters, valids: list[ValidRequest],
+                  timing: Timing) -> web.StreamResponse:
+    answer = Answer.start(output_format, request[REQUEST_ID], request.app[STATE].model_id, version())
+    if params.stream:
+        return await _answer_sse(request, answer, params, valids, timing)
+    return await _answer_json(request, answer, params, valids, timing)
+
+
+async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParameters, valids: list[ValidRequest],
+                       timing: Timing) -> web.Response:
+    state = request.app[STATE]
+    generations = await state.inference.generate_each(valids, request[REQUEST_ID], timing)
+    timing.mark_end()
+    choices = []
+    for index, (valid, generation) in enumerate(zip(valids, generations)):
+        logprobs = None
+        if params.num_top_logprobs is not None:
+            logprobs = answer.format.logprobs(generation.tokens, generation.top_tokens, 0)
+        text = cut_at_stop(generation.finished.text, valid.parameters.stop)
+        choices.append(answer.format.choice(index, text, finish_reason(generation.finished), logprobs))
+    num_prompt_tokens = sum(valid.input_length for valid in valids)
+    num_generated = sum(generation.finished.generated_tokens for generation in generations)
+    record_success(state.metrics, request, timing, num_prompt_tokens, num_generated,
+                   generations[0].finished.finish_reason)
+    headers = {"x-compute-type": state.config.compute_type}
+    if len(valids) == 1:  # TGI's timing headers describe one generation
+        headers.update(timing_headers(timing, valids[0], num_generated))
+    body = answer.body(choices, usage_json(num_prompt_tokens, num_generated))
+    return web.json_response(body, headers=headers, dumps=dumps)
+
+
+async def _answer_sse(request: web.Request, answer: Answer, params: OpenAIParameters, valids: list[ValidRequest],
+                      timing: Timing) -> web.StreamResponse:
+    state = request.app[STATE]
+    with contextlib.ExitStack() as leases:  # no healthy shard: a 424 before any header
+        shards = [leases.enter_context(state.pool.lease()) for _ in valids]
+        stream = EventStream({"x-compute-type": state.config.compute_type,
+                              "x-compute-characters": str(sum(len(valid.inputs) for valid in valids))})
+
+        async def send_tokens() -> None:
+            tokens = state.inference.stream_each(shards, valids, request[REQUEST_ID], timing)
+            ends = await send_choices(stream, answer, params, valids, tokens, state.config.keep_alive_interval_s)
+            timing.mark_end()
+            record_success(state.metrics, request, timing, sum(valid.input_length for valid in valids),
+                           sum(end.generated_tokens for end in ends), ends[0].finish_reason)
+
+        # An error after the headers is one last OpenAI-shaped event, and no [DONE] after it.
+        await send_stream(request, stream, send_tokens, RouterError.to_openai_dict)
+    return stream.response

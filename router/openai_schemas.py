@@ -1,0 +1,166 @@
+"""OpenAI request bodies -> frozen dataclasses, and their translation into the native
+GenerateParameters that validation and the shards already understand. Unknown keys are
+ignored (the JS client sends `details`; `model` may be anything, even a URL). JSON types
+are checked here; ranges and limits in check_before_admission and validation.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from router.config import Limits
+from router.errors import ValidationError
+from router.schemas import GenerateParameters, convert, describe, shape_error
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIParameters:
+    """What chat and completion requests share."""
+
+    max_tokens: int | None = None  # None: up to the rest of the context
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    num_top_logprobs: int | None = None  # None: no logprobs; 0: the chosen tokens' only
+    stream: bool = False
+    include_usage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: tuple[dict[str, Any], ...]  # as the client sent them, with `content` a string
+    parameters: OpenAIParameters
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    prompts: tuple[str, ...]
+    parameters: OpenAIParameters
+
+
+_KINDS = {"max_tokens": "u32", "temperature": "f32", "top_p": "f32", "seed": "u64", "n": "u32",
+          "frequency_penalty": "f32", "presence_penalty": "f32", "stream": "bool"}
+
+
+def parse_chat(body: Any) -> ChatRequest:
+    body = _object(body)
+    if body.get("messages") is None:
+        raise shape_error("missing field `messages`")
+    messages = tuple(_message(f"messages[{index}]", message)
+                     for index, message in enumerate(_list("messages", body["messages"])))
+    if not messages:
+        raise ValidationError("`messages` cannot be empty")
+    logprobs = convert("logprobs", body.get("logprobs"), "bool")
+    top_logprobs = convert("top_logprobs", body.get("top_logprobs"), "u32")
+    if top_logprobs and not logprobs:
+        raise ValidationError("`top_logprobs` needs `logprobs` set to true")
+    if body.get("tools"):
+        raise ValidationError("`tools` are not supported by this server")
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise ValidationError("`response_format` is not supported by this server: grammars are not implemented")
+    return ChatRequest(messages, _parameters(body, (top_logprobs or 0) if logprobs else None))
+
+
+def parse_completion(body: Any) -> CompletionRequest:
+    body = _object(body)
+    if body.get("prompt") is None:
+        raise shape_error("missing field `prompt`")
+    if body.get("suffix"):
+        raise ValidationError("Suffix is not supported and can be achieved by preprocessing the prompt.")
+    if convert("echo", body.get("echo"), "bool"):
+        raise ValidationError("`echo` is not supported by this server")
+    logprobs = convert("logprobs", body.get("logprobs"), "u32")
+    return CompletionRequest(_prompts(body["prompt"]), _parameters(body, logprobs))
+
+
+def _parameters(body: dict[str, Any], num_top_logprobs: int | None) -> OpenAIParameters:
+    values = {name: convert(name, body.get(name), kind) for name, kind in _KINDS.items()}
+    if values["max_tokens"] is None:  # the newer name, which OpenAI's o-series requires
+        values["max_tokens"] = convert("max_completion_tokens", body.get("max_completion_tokens"), "u32")
+    stop = body.get("stop")
+    values["stop"] = convert("stop", [stop] if isinstance(stop, str) else stop, "strings") or ()
+    values["stream"] = bool(values["stream"])
+    options = convert("stream_options", body.get("stream_options"), "object") or {}
+    values["include_usage"] = bool(convert("stream_options.include_usage", options.get("include_usage"), "bool"))
+    return OpenAIParameters(num_top_logprobs=num_top_logprobs, **values)
+
+
+def check_before_admission(params: OpenAIParameters, limits: Limits, *, num_prompts: int = 1,
+                           max_num_prompts: int = 1, logprobs_name: str = "top_logprobs") -> None:
+    """Checks that need no tokenizer, named as the client named the fields."""
+    if params.n not in (None, 1):
+        raise ValidationError(f"`n` must be 1: this server generates one choice per prompt. Given: {params.n}")
+    if params.max_tokens == 0:
+        raise ValidationError("`max_tokens` must be strictly positive")
+    if params.presence_penalty:
+        # The shards implement frequency_penalty only; TGI's mapping of presence_penalty
+        # onto a repetition penalty would silently change its meaning.
+        raise ValidationError("`presence_penalty` is not supported yet: use `frequency_penalty`")
+    if (params.num_top_logprobs or 0) > limits.max_top_n_tokens:
+        raise ValidationError(f"`{logprobs_name}` must be >= 0 and <= {limits.max_top_n_tokens}. "
+                              f"Given: {params.num_top_logprobs}")
+    if num_prompts > max_num_prompts:
+        raise ValidationError(f"Number of prompts exceeds the maximum allowed batch size of {max_num_prompts}")
+
+
+def to_generate_parameters(params: OpenAIParameters) -> GenerateParameters:
+    """OpenAI's sampling defaults, in TGI's terms: temperature 0 is greedy, anything else
+    (absent too) samples; top_p 1 is OpenAI's "off", which TGI's validation refuses."""
+    greedy = params.temperature == 0.0
+    return GenerateParameters(
+        do_sample=not greedy, temperature=None if greedy else params.temperature,
+        top_p=None if greedy or params.top_p == 1.0 else params.top_p,
+        frequency_penalty=params.frequency_penalty, max_new_tokens=params.max_tokens, stop=params.stop,
+        seed=params.seed, top_n_tokens=params.num_top_logprobs or None, details=True)
+
+
+def _message(path: str, message: Any) -> dict[str, Any]:
+    message = _object(message, path)
+    if message.get("role") is None:
+        raise shape_error(f"{path}: missing field `role`")
+    convert(f"{path}.role", message["role"], "string")
+    return {**message, "content": _content(f"{path}.content", message.get("content"))}
+
+
+def _content(path: str, content: Any) -> str:
+    """A string, or text parts joined (as TGI does for text-only models); null is "" (an
+    assistant turn that only called tools)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for index, part in enumerate(_list(path, content)):
+        part = _object(part, f"{path}[{index}]")
+        if part.get("type") != "text":
+            raise ValidationError(f"{path}[{index}]: content of type `{part.get('type')}` is not supported: "
+                                  f"this model reads text only")
+        texts.append(convert(f"{path}[{index}].text", part.get("text"), "string") or "")
+    return "".join(texts)
+
+
+def _prompts(prompt: Any) -> tuple[str, ...]:
+    if isinstance(prompt, str):
+        return (prompt,)
+    prompts = _list("prompt", prompt)
+    if not prompts:
+        raise shape_error("Empty array detected. Do not use an empty array for the prompt.")
+    if not all(isinstance(item, str) for item in prompts):
+        raise ValidationError("`prompt` must be a string or a list of strings: token id prompts are not supported")
+    return tuple(prompts)
+
+
+def _object(value: Any, path: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        where = f"{path}: " if path else ""
+        raise shape_error(f"{where}invalid type: {describe(value)}, expected a JSON object")
+    return value
+
+
+def _list(path: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise shape_error(f"{path}: invalid type: {describe(value)}, expected a sequence")
+    return value

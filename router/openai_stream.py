@@ -1,0 +1,68 @@
+"""Writing OpenAI streams: each shard token becomes one chunk of its choice, with stop
+strings held back (stops.py); then, when asked, a usage chunk; then `data: [DONE]`.
+Several prompts (/v1/completions with a list) stream at once, their chunks interleaved
+and told apart by `index`, as OpenAI and TGI do."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from router.errors import IncompleteGenerationStream
+from router.openai_responses import Answer, finish_reason, usage_json
+from router.openai_schemas import OpenAIParameters
+from router.sse import EventStream, with_keep_alive
+from router.stops import StopTrimmer
+from router.validation import ValidRequest
+from router.wire import Finished, TokenDelta
+
+
+class ChoiceStream:
+    """One choice's chunks."""
+
+    def __init__(self, index: int, answer: Answer, params: OpenAIParameters) -> None:
+        self._index = index
+        self._answer = answer
+        self._with_logprobs = params.num_top_logprobs is not None
+        self._trimmer = StopTrimmer(params.stop)
+        self._text_offset = 0  # where this token starts in the generated text (legacy logprobs)
+
+    def chunk(self, delta: TokenDelta) -> dict:
+        token, finished = delta.token, delta.finished
+        # Special tokens (EOS, chat markers) are not part of the answer.
+        token_text = "" if token.special else token.text
+        text = self._trimmer.push(token_text, final=finished is not None)
+        reason = None if finished is None else finish_reason(finished)
+        output_format = self._answer.format
+        logprobs = None
+        if self._with_logprobs:
+            logprobs = output_format.logprobs([token], [delta.top_tokens], self._text_offset)
+        self._text_offset += len(token_text)
+        choice = output_format.chunk_choice(self._index, text, reason, logprobs)
+        return {**self._answer.body([choice], None, chunk=True), **output_format.chunk_extras(token, text)}
+
+
+async def send_choices(stream: EventStream, answer: Answer, params: OpenAIParameters, valids: list[ValidRequest],
+                       tokens: AsyncGenerator[tuple[int, TokenDelta], None],
+                       keep_alive_interval_s: float) -> list[Finished]:
+    """Send every choice's chunks, the usage chunk and [DONE]; returns each choice's end."""
+    choices = [ChoiceStream(index, answer, params) for index in range(len(valids))]
+    finished: list[Finished | None] = [None] * len(valids)
+    async with aclosing(with_keep_alive(tokens, keep_alive_interval_s)) as items:
+        async for item in items:
+            if item is None:
+                await stream.keep_alive()
+                continue
+            index, delta = item
+            await stream.send(choices[index].chunk(delta))
+            finished[index] = delta.finished or finished[index]
+            if all(finished):
+                break
+    if not all(finished):
+        raise IncompleteGenerationStream()
+    ends = [end for end in finished if end is not None]
+    if params.include_usage:
+        usage = usage_json(sum(valid.input_length for valid in valids), sum(end.generated_tokens for end in ends))
+        await stream.send(answer.body([], usage, chunk=True))
+    await stream.done()
+    return ends

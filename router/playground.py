@@ -1,0 +1,53 @@
+"""The playground (GET /playground): one prompt sent to /generate_stream and /generate at
+once, the two answers side by side. The page is static HTML with same-origin CSS and JS
+under router/static/: no build step, nothing fetched from other hosts.
+
+GET / stays the health check for API clients; only a browser (which asks for text/html)
+gets a small landing page linking to the playground."""
+
+from __future__ import annotations
+
+import html
+from functools import cache
+from pathlib import Path
+
+from aiohttp import web
+
+from router import handlers
+from router.state import CONFIG, STATE
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [
+        web.get("/playground", playground),
+        web.static("/static", STATIC_DIR),
+    ]
+
+
+async def playground(request: web.Request) -> web.Response:
+    """Served without the API key (only generation routes need it); the page is told
+    whether one is needed so it can ask for it before the first 401."""
+    needs_key = "required" if request.app[CONFIG].api_key else "none"
+    page = _template("playground.html").replace("{{api_key}}", needs_key)
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+async def root(request: web.Request) -> web.Response:
+    """GET /: the health check, unless the client asks for HTML."""
+    if "text/html" not in request.headers.get("Accept", ""):
+        return await handlers.health(request)
+    state = request.app[STATE]
+    healthy = state.pool.any_healthy
+    page = (_template("index.html")
+            .replace("{{model_id}}", html.escape(state.config.model_id or state.info.model_id))
+            .replace("{{health}}", "ready" if healthy else "no healthy shard"))
+    # Same status as the health check, so a browser and a probe never disagree.
+    return web.Response(text=page, content_type="text/html", status=200 if healthy else 503,
+                        headers={"Vary": "Accept", "Cache-Control": "no-cache"})
+
+
+@cache
+def _template(name: str) -> str:
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
