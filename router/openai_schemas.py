@@ -97,10 +97,6 @@ def check_before_admission(params: OpenAIParameters, limits: Limits, *, num_prom
         raise ValidationError(f"`n` must be 1: this server generates one choice per prompt. Given: {params.n}")
     if params.max_tokens == 0:
         raise ValidationError("`max_tokens` must be strictly positive")
-    if params.presence_penalty:
-        # The shards implement frequency_penalty only; TGI's mapping of presence_penalty
-        # onto a repetition penalty would silently change its meaning.
-        raise ValidationError("`presence_penalty` is not supported yet: use `frequency_penalty`")
     if (params.num_top_logprobs or 0) > limits.max_top_n_tokens:
         raise ValidationError(f"`{logprobs_name}` must be >= 0 and <= {limits.max_top_n_tokens}. "
                               f"Given: {params.num_top_logprobs}")
@@ -115,7 +111,8 @@ def to_generate_parameters(params: OpenAIParameters) -> GenerateParameters:
     return GenerateParameters(
         do_sample=not greedy, temperature=None if greedy else params.temperature,
         top_p=None if greedy or params.top_p == 1.0 else params.top_p,
-        frequency_penalty=params.frequency_penalty, max_new_tokens=params.max_tokens, stop=params.stop,
+        frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
+        max_new_tokens=params.max_tokens, stop=params.stop,
         seed=params.seed, top_n_tokens=params.num_top_logprobs or None, details=True)
 
 

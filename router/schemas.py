@@ -22,6 +22,7 @@ class GenerateParameters:
     temperature: float | None = None
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
+    presence_penalty: float | None = None     # an extension: OpenAI's meaning, as on /v1
     top_k: int | None = None
     top_p: float | None = None
     typical_p: float | None = None
@@ -53,7 +54,7 @@ class GenerateRequest:
 # JSON kind of each parameter; the names are the Rust types TGI deserializes into.
 _PARAMETER_KINDS: dict[str, str] = {
     "best_of": "usize", "temperature": "f32", "repetition_penalty": "f32", "frequency_penalty": "f32",
-    "top_k": "i32", "top_p": "f32", "typical_p": "f32", "do_sample": "bool", "max_new_tokens": "u32",
+    "presence_penalty": "f32", "top_k": "i32", "top_p": "f32", "typical_p": "f32", "do_sample": "bool", "max_new_tokens": "u32",
     "return_full_text": "bool", "stop": "strings", "truncate": "usize", "watermark": "bool",
     "details": "bool", "decoder_input_details": "bool", "seed": "u64", "top_n_tokens": "u32",
     "grammar": "object", "adapter_id": "string",

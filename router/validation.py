@@ -76,6 +76,8 @@ def _check_sampling(params: GenerateParameters) -> None:
         raise ValidationError("`repetition_penalty` must be strictly positive")
     if params.frequency_penalty is not None and not -2.0 <= params.frequency_penalty <= 2.0:
         raise ValidationError("`frequency_penalty` must be >= -2.0 and <= 2.0")
+    if params.presence_penalty is not None and not -2.0 <= params.presence_penalty <= 2.0:
+        raise ValidationError("`presence_penalty` must be >= -2.0 and <= 2.0")
     # TGI rejects 1.0 too, although it is the internal default.
     if params.top_p is not None and not 0.0 < params.top_p < 1.0:
         raise ValidationError("`top_p` must be > 0.0 and < 1.0")

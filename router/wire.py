@@ -109,6 +109,7 @@ def to_generate_request(request: ShardRequest) -> shard_pb2.GenerateRequest:
         typical_p=_or(params.typical_p, 1.0),
         repetition_penalty=_or(params.repetition_penalty, 1.0),
         frequency_penalty=_or(params.frequency_penalty, 0.0),
+        presence_penalty=_or(params.presence_penalty, 0.0),
         watermark=params.watermark,
     )
     if params.seed is not None:  # proto3 optional: unset lets the shard pick one

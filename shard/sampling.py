@@ -81,12 +81,12 @@ def _apply_penalties(row: torch.Tensor, history: torch.Tensor, num_prompt: int,
         seen = torch.where(seen < 0, seen * p.repetition_penalty, seen / p.repetition_penalty)
         row = row.scatter(0, history, seen)
     generated = history[num_prompt:]
-    if p.frequency_penalty != 0.0 and generated.numel():
-        # OpenAI's definition: minus penalty x times sampled so far. (TGI divides the
-        # counts by the whole sequence length, prompt included, which makes the
-        # penalty nearly inert on long prompts.)
+    if (p.frequency_penalty != 0.0 or p.presence_penalty != 0.0) and generated.numel():
+        # OpenAI's definitions, over the generated tokens: minus frequency x times sampled
+        # so far, minus presence once sampled at all. (TGI divides the counts by the
+        # whole sequence length, prompt included, which makes the penalty nearly inert.)
         counts = torch.zeros_like(row).scatter_add_(0, generated, torch.ones_like(generated, dtype=row.dtype))
-        row = row - p.frequency_penalty * counts
+        row = row - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).to(row.dtype)
     return row
 
 

@@ -34,6 +34,7 @@ class SamplingParams:
     typical_p: float = 1.0
     repetition_penalty: float = 1.0
     frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
     watermark: bool = False
 
@@ -46,7 +47,8 @@ class SamplingParams:
 
     @property
     def needs_penalties(self) -> bool:
-        return self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0
+        return (self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0
+                or self.presence_penalty != 0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ def to_sequence(request: shard_pb2.GenerateRequest) -> Sequence:
         do_sample=s.do_sample, temperature=s.temperature or 1.0, top_k=s.top_k,
         top_p=s.top_p or 1.0, typical_p=s.typical_p or 1.0,
         repetition_penalty=s.repetition_penalty or 1.0, frequency_penalty=s.frequency_penalty,
+        presence_penalty=s.presence_penalty,
         seed=s.seed if s.HasField("seed") else None, watermark=s.watermark)
     stopping = StoppingParams(max_new_tokens=st.max_new_tokens,
                               stop_sequences=tuple(st.stop_sequences),

@@ -46,7 +46,7 @@ def test_sampling_without_a_seed_reports_the_seed_it_used(stack_url):
 
 
 @pytest.mark.parametrize("params", [{"repetition_penalty": 3.0}, {"frequency_penalty": 2.0},
-                                    {"watermark": True}], ids=str)
+                                    {"presence_penalty": 2.0}, {"watermark": True}], ids=str)
 def test_penalties_and_watermark_change_greedy_output(stack_url, params):
     story = "<|im_start|>user\nTell a long story about a dragon.<|im_end|>\n<|im_start|>assistant\n"
 

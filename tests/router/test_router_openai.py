@@ -66,11 +66,12 @@ def test_eos_is_stop_and_not_in_the_content(stack):
 def test_parameters_reach_the_shard(stack):
     post(stack, "/v1/chat/completions", {**CHAT, "max_tokens": None, "max_completion_tokens": 5, "seed": 7,
                                          "temperature": 0.5, "top_p": 0.9, "frequency_penalty": 0.5,
-                                         "stop": " mat"})
+                                         "presence_penalty": -0.25, "stop": " mat"})
     request = stack.fake.requests[-1]
     assert request.stopping.max_new_tokens == 5 and list(request.stopping.stop_sequences) == [" mat"]
     sampling = request.sampling
     assert sampling.do_sample and sampling.seed == 7 and sampling.frequency_penalty == 0.5
+    assert sampling.presence_penalty == -0.25
     assert sampling.temperature == pytest.approx(0.5) and sampling.top_p == pytest.approx(0.9)
     # temperature 0 is greedy, and OpenAI's top_p 1 means "off" (TGI would refuse it).
     post(stack, "/v1/chat/completions", {**CHAT, "temperature": 0, "top_p": 1.0})
@@ -153,7 +154,7 @@ def test_models(stack):
 
 @pytest.mark.parametrize("path, body, message", [
     ("/v1/chat/completions", {**CHAT, "n": 2}, "`n` must be 1"),
-    ("/v1/chat/completions", {**CHAT, "presence_penalty": 0.5}, "`presence_penalty` is not supported"),
+    ("/v1/chat/completions", {**CHAT, "presence_penalty": 2.5}, "`presence_penalty` must be >= -2.0 and <= 2.0"),
     ("/v1/chat/completions", {**CHAT, "top_logprobs": 2}, "`top_logprobs` needs `logprobs`"),
     ("/v1/chat/completions", {**CHAT, "logprobs": True, "top_logprobs": 9}, "`top_logprobs` must be >= 0 and <= 5"),
     ("/v1/chat/completions", {**CHAT, "max_tokens": 0}, "`max_tokens` must be strictly positive"),

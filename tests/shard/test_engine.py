@@ -126,6 +126,7 @@ def test_penalties_watermark_and_warpers_change_the_choice_but_stay_valid(harnes
         "plain": {},
         "repetition": {"repetition_penalty": 5.0},
         "frequency": {"frequency_penalty": 2.0},
+        "presence": {"presence_penalty": 2.0},
         "watermark": {"watermark": True},
         "typical": {"do_sample": True, "typical_p": 0.5, "seed": 3},
         "top_p": {"do_sample": True, "top_p": 0.3, "seed": 3},
@@ -139,6 +140,7 @@ def test_penalties_watermark_and_warpers_change_the_choice_but_stay_valid(harnes
         assert len(outputs[name]) == 24
     assert outputs["repetition"] != outputs["plain"]
     assert outputs["frequency"] != outputs["plain"]
+    assert outputs["presence"] != outputs["plain"]
     assert outputs["watermark"] != outputs["plain"]
     # A strong repetition penalty makes repeats rarer than in the plain greedy output.
     assert len(set(outputs["repetition"])) >= len(set(outputs["plain"]))
