@@ -85,6 +85,8 @@ class Metrics:
         in_flight.set_function(num_in_flight)
         self.rejected = Counter("sluice_requests_rejected", "requests refused at admission",
                                 ["reason"], registry=registry)
+        # Exported as 0 from the start: rate() needs a sample before the first 429 to count it.
+        self.rejected.labels(reason="overloaded")
         self.cancelled = Counter("sluice_requests_cancelled", "requests whose client went away",
                                  registry=registry)
         registry.register(_ShardCollector(shard_states))

@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 # Codes that say "this shard is gone", not "this request was bad".
 _SHARD_DOWN_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
+# A downed link or a powered-off host sends no FIN or RST, and a server stream has nothing
+# for the router to send, so only HTTP/2 pings notice: every 0.5 s, given 1 s to answer,
+# fails the host's streams within the 2 s the router promises. Shards accept pings this
+# often (shard/health.py); gRPC would otherwise stop after two pings without data.
+# Reconnects back off to 2 s at most, not gRPC's 120 s, so a host whose link or process
+# comes back is in rotation again within a few health checks.
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 500),
+    ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
 
 @dataclass(slots=True)
 class Shard:
@@ -41,7 +54,7 @@ class ShardPool:
 
     @staticmethod
     def _open(uri: str) -> Shard:
-        channel = grpc.aio.insecure_channel(uri)
+        channel = grpc.aio.insecure_channel(uri, options=CHANNEL_OPTIONS)
         return Shard(uri=uri, channel=channel, client=ShardClient(channel))
 
     async def connect(self, timeout_s: float) -> ShardInfo:

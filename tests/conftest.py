@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,11 @@ def free_port() -> int:
 class Process:
     """A child process whose combined output goes to a log file (shown on failure)."""
 
-    def __init__(self, args: list[str], log_path: Path):
+    def __init__(self, args: list[str], log_path: Path, prefix: Sequence[str] = ()):
+        """`prefix` runs the interpreter through a wrapper, e.g. `ip netns exec NAME`."""
         self.log_path = log_path
         self._log = open(log_path, "w")
-        self.popen = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=self._log,
+        self.popen = subprocess.Popen([*prefix, sys.executable, *args], cwd=ROOT, stdout=self._log,
                                       stderr=subprocess.STDOUT, env={**os.environ,
                                                                       "PYTHONUNBUFFERED": "1"})
 

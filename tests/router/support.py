@@ -20,6 +20,7 @@ from protos import shard_pb2_grpc
 from router.app import RUNNER_OPTIONS, create_app
 from router.config import RouterConfig
 from router.state import STATE, RouterState
+from shard.health import SERVER_OPTIONS
 from tests.fakes import FakeShard
 
 
@@ -74,7 +75,8 @@ class Stack:
 
 
 async def start_shard(fake: FakeShard) -> ShardServer:
-    server = grpc.aio.server()
+    # A real shard's options: without them the router's keepalive pings draw a GOAWAY.
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     shard_pb2_grpc.add_ShardServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

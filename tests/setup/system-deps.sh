@@ -2,7 +2,7 @@
 # Debian packages the test suite drives for real (browsers, Prometheus, ...). Installed
 # only when missing, so a machine that has them pays nothing. Features append to PACKAGES.
 set -euo pipefail
-PACKAGES=(curl chromium)
+PACKAGES=(curl chromium prometheus iproute2)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
