@@ -147,6 +147,8 @@ class Engine:
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
+                # Aborts can empty the batch with no step after them: refresh the gauges now.
+                self.metrics.observe_state(self.scheduler)
                 return
 
     def _update(self, plan: StepPlan, results: list[ChunkResult]) -> list[TokenEvent]:

@@ -25,6 +25,9 @@ class ShardMetrics:
     def observe_step(self, plan, duration_s: float, scheduler) -> None:
         has_prefill = any(c.num_tokens > 1 or c.start < c.seq.num_prompt for c in plan.chunks)
         self.step_duration.labels("prefill" if has_prefill else "decode").observe(duration_s)
+        self.observe_state(scheduler)
+
+    def observe_state(self, scheduler) -> None:
         self.queue_size.set(len(scheduler.waiting))
         self.batch_size.set(len(scheduler.running))
         self.kv_tokens_used.set(scheduler.num_reserved_tokens)

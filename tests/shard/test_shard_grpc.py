@@ -98,6 +98,20 @@ def test_cancelling_the_call_frees_the_slot(stub, tokenizer):
     while stub.Health(shard_pb2.HealthRequest()).num_running and time.monotonic() < deadline:
         time.sleep(0.02)
     assert stub.Health(shard_pb2.HealthRequest()).num_running == 0
+    # The gauges follow within a second, although no step runs after the abort.
+    deadline = time.monotonic() + 1
+    while shard_metric("sluice_shard_batch_size") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert shard_metric("sluice_shard_batch_size") == 0
+    assert shard_metric("sluice_shard_kv_tokens_used") == 0
+
+
+def shard_metric(name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
 
 
 def test_same_seed_same_text_and_the_seed_is_reported(stub, tokenizer):
