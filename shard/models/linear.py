@@ -43,8 +43,9 @@ class Linear:
                                                             scales_and_zeros)
             return out if self.bias is None else out + self.bias
         if self._packed is not None:
-            if x.shape[0] == 1 and x.dtype is torch.float32:
-                # oneDNN's fp32 one-row kernel sums in another order than its GEMM:
+            if x.shape[0] == 1:
+                # oneDNN's one-row kernel sums in another order than its GEMM (rarely
+                # visible after bf16 rounding, but enough to change a greedy token):
                 # two rows keep a lone request's result identical to the batched one.
                 return self._packed_mm(x.expand(2, -1))[:1]
             return self._packed_mm(x)

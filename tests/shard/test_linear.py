@@ -28,8 +28,9 @@ def test_packed_linear_matches_matmul_and_is_row_invariant(dtype):
     full = linear(x)
     torch.testing.assert_close(full.float(), (x.float() @ weight.to(dtype).float().t()),
                                rtol=2e-2, atol=2e-2)
-    for rows in (1, 7, 33):
+    for rows in (1, 2, 7, 33):
         assert torch.equal(linear(x[:rows]), full[:rows])
+        assert torch.equal(linear(x[rows:]), full[rows:])      # also away from the first row
 
 
 def test_int4_copy_of_q4_1_weights_is_lossless_and_used_for_few_rows():
