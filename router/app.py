@@ -11,15 +11,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from router import handlers, openai_handlers, playground
+from router import docs, handlers, openai_handlers, playground
 from router.admission import Admission
 from router.chat_template import ChatTemplate
 from router.config import RouterConfig, resolve_limits
+from router.drain import Drain, drain_middleware
 from router.inference import Inference
 from router.metrics import Metrics
 from router.middlewares import add_request_id_header, auth_middleware, error_middleware, request_id_middleware
 from router.shards import ShardPool
-from router.state import CONFIG, POOL, SHARD_INFO, STATE, TOKENIZER, RouterState
+from router.state import CONFIG, DRAIN, POOL, SHARD_INFO, STATE, TOKENIZER, RouterState
 from router.tokenizer import PromptTokenizer
 from router.validation import Validator
 
@@ -32,11 +33,14 @@ RUNNER_OPTIONS = {"handler_cancellation": True}
 
 
 def create_app(config: RouterConfig) -> web.Application:
+    drain = Drain()
     app = web.Application(
         client_max_size=config.payload_limit,
-        middlewares=[request_id_middleware, error_middleware, auth_middleware(config.api_key)],
+        middlewares=[request_id_middleware, error_middleware, drain_middleware(drain),
+                     auth_middleware(config.api_key)],
     )
     app[CONFIG] = config
+    app[DRAIN] = drain
     app.cleanup_ctx.extend([_shards_ctx, _tokenizer_ctx, _state_ctx])
     app.on_response_prepare.append(add_request_id_header)
     app.router.add_routes([
@@ -53,6 +57,7 @@ def create_app(config: RouterConfig) -> web.Application:
         web.post("/v1/completions", openai_handlers.completions),
         web.get("/v1/models", openai_handlers.models),
         *playground.routes(),
+        *docs.routes(),
     ])
     return app
 
@@ -87,7 +92,8 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STATE] = RouterState(
         config=config, info=app[SHARD_INFO], limits=limits, pool=pool, tokenizer=tokenizer,
         admission=admission, metrics=metrics, validator=Validator(limits, tokenizer),
-        inference=Inference(pool, metrics), chat_template=await ChatTemplate.load(app[SHARD_INFO].tokenizer_path))
+        inference=Inference(pool, metrics, app[DRAIN]),
+        chat_template=await ChatTemplate.load(app[SHARD_INFO].tokenizer_path))
     health_task = asyncio.create_task(pool.run_health_checks())
     try:
         yield

@@ -37,6 +37,9 @@ class RouterConfig:
     keep_alive_interval_s: float = _flag(15.0, "SSE keep-alive comment after this much silence", float)
     health_check_interval_s: float = _flag(1.0, "how often each shard's Health is polled", float)
     compute_type: str = _flag("gpu+optimized", "value of the x-compute-type header")
+    graceful_shutdown_timeout_s: float = _flag(
+        25.0, "on SIGTERM: how long running requests may take to finish before they are ended with an error",
+        float)
 
     def __post_init__(self) -> None:
         if not self.shard_uris:
@@ -51,7 +54,7 @@ class RouterConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be > 0. Given: {getattr(self, name)}")
-        for name in ("max_stop_sequences", "max_top_n_tokens"):
+        for name in ("max_stop_sequences", "max_top_n_tokens", "graceful_shutdown_timeout_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0. Given: {getattr(self, name)}")
         for name in ("max_input_tokens", "max_total_tokens"):
@@ -80,6 +83,13 @@ def flag_names() -> set[str]:
     """Every command-line spelling the router accepts (the launcher routes flags by it)."""
     return {alias for parser_action in _build_parser({})._actions
             for alias in parser_action.option_strings if alias.startswith("--")}
+
+
+def flag_value(name: str, argv: Sequence[str], environ: Mapping[str, str] | None = None):
+    """One setting as the router resolves it (flag, environment, default), without building
+    the rest: the launcher waits for the router's drain before stopping the shards."""
+    parsed, _ = _build_parser(os.environ if environ is None else environ).parse_known_args(argv)
+    return getattr(parsed, name)
 
 
 def _flag_name(name: str) -> str:

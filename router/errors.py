@@ -101,6 +101,17 @@ class IncompleteGenerationStream(RouterError):
         super().__init__("Incomplete generation stream")
 
 
+class HTTPError(RouterError):
+    """An error aiohttp itself answers (404, 405): TGI answers these with an empty body."""
+
+    failure_label = "validation"
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str]) -> None:
+        super().__init__(reason, headers)
+        self.status = status
+        self.error_type = reason.lower().replace(" ", "_")  # not_found, method_not_allowed
+
+
 class Unauthorized(RouterError):
     status = 401
     error_type = "unauthorized"
@@ -115,3 +126,15 @@ class Unhealthy(RouterError):
 
     def __init__(self) -> None:
         super().__init__("unhealthy")
+
+
+class ShuttingDown(RouterError):
+    """The router is draining after SIGTERM: retry, and a load balancer sends the retry to
+    another replica. Also what a request still running at the end of the grace period gets."""
+
+    status = 503
+    error_type = "unavailable"
+    failure_label = "shutdown"
+
+    def __init__(self, message: str = "The server is shutting down") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})

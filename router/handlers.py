@@ -22,7 +22,7 @@ from router.responses import dumps, generate_body, stream_event, timing_headers
 from router.schemas import GenerateRequest, parse_generate
 from router.shards import Shard
 from router.sse import EventStream, with_keep_alive
-from router.state import REQUEST_ID, STATE, RouterState
+from router.state import DRAIN, REQUEST_ID, STATE, RouterState
 from router.validation import ValidRequest, check_before_admission
 from router.wire import Finished
 
@@ -101,7 +101,8 @@ async def send_stream(request: web.Request, stream: EventStream, send_body: Call
     state = request.app[STATE]
     try:
         await stream.open(request)
-        await send_body()
+        async with request.app[DRAIN].cut_off():  # a drain's end is one last error event
+            await send_body()
     except RouterError as err:
         log.warning("request_id=%s stream failed: %s", request[REQUEST_ID], err.message)
         state.metrics.record_failure(err.failure_label)

@@ -11,6 +11,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
 
+from router.drain import Drain
 from router.errors import IncompleteGeneration
 from router.metrics import Metrics
 from router.shards import Shard, ShardPool
@@ -66,9 +67,10 @@ class Generation:
 
 
 class Inference:
-    def __init__(self, pool: ShardPool, metrics: Metrics) -> None:
+    def __init__(self, pool: ShardPool, metrics: Metrics, drain: Drain) -> None:
         self._pool = pool
         self._metrics = metrics
+        self._drain = drain
 
     async def stream(self, shard: Shard, valid: ValidRequest, request_id: str,
                      timing: Timing) -> AsyncIterator[TokenDelta]:
@@ -101,7 +103,13 @@ class Inference:
 
     async def generate_each(self, valids: list[ValidRequest], request_id: str,
                             timing: Timing) -> list[Generation]:
-        """One shard call per request, all at once; the results in the same order."""
+        """One shard call per request, all at once; the results in the same order. The end
+        of a drain's grace period cuts them off (ShuttingDown)."""
+        async with self._drain.cut_off():
+            return await self._collect_each(valids, request_id, timing)
+
+    async def _collect_each(self, valids: list[ValidRequest], request_id: str,
+                            timing: Timing) -> list[Generation]:
         if len(valids) == 1:
             return [await self._collect(valids[0], request_id, timing)]
         tasks = [asyncio.ensure_future(self._collect(valid, f"{request_id}-{index}", timing))

@@ -18,10 +18,15 @@ import time
 from dataclasses import dataclass
 
 from router.config import flag_names as router_flag_names
+from router.config import flag_value as router_flag_value
 from shard.config import build_parser as shard_parser
 
 ROUTER_ONLY = {"--hostname", "--port", "--metrics-port"}
 READY_MARK = "SHARD READY"
+
+
+# What the launcher allows the router beyond its drain before killing it.
+ROUTER_STOP_MARGIN_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,12 @@ class LaunchArgs:
     shard_startup_timeout_s: float
     shard_args: tuple[str, ...]
     router_args: tuple[str, ...]
+
+    @property
+    def router_stop_timeout_s(self) -> float:
+        """The router drains for its grace period; the shards must outlive that."""
+        grace_s = router_flag_value("graceful_shutdown_timeout_s", self.router_args)
+        return float(grace_s) + ROUTER_STOP_MARGIN_S
 
 
 def parse(argv: list[str]) -> LaunchArgs:
@@ -96,8 +107,10 @@ class Shard:
         self.ready.clear()
         cmd = [sys.executable, "-m", "shard", "--hostname", "127.0.0.1",
                "--port", str(self.port), *self.args]
+        # Its own process group, so a Ctrl-C reaches the launcher only, which stops the
+        # shards after the router has drained, not under the router's open streams.
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, bufsize=1)
+                                        text=True, bufsize=1, process_group=0)
         threading.Thread(target=self._echo, args=(self.process,), daemon=True).start()
 
     def _echo(self, process: subprocess.Popen) -> None:
@@ -107,9 +120,11 @@ class Shard:
             sys.stdout.write(f"[shard-{self.index}] {line}")
             sys.stdout.flush()
 
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float, stopping: threading.Event) -> None:
         deadline = time.monotonic() + timeout_s
         while not self.ready.wait(0.2):
+            if stopping.is_set():  # Ctrl-C while loading: it no longer reaches the shard
+                raise RuntimeError("stopped before the shards were ready")
             if self.process.poll() is not None:
                 raise RuntimeError(f"shard-{self.index} exited with code {self.process.returncode}")
             if time.monotonic() > deadline:
@@ -133,18 +148,20 @@ def stop_process(process: subprocess.Popen | None, timeout_s: float = 10.0) -> N
 
 def run(args: LaunchArgs) -> int:
     stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    router_stop_timeout_s = args.router_stop_timeout_s
+    # SIGHUP too: the shards' own process group keeps a closing terminal's from them.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
     shards = [Shard(i, free_port(), args.shard_args) for i in range(args.num_replicas)]
     router = None
     try:
         # The first shard converts the default model once; the others then find it cached.
         shards[0].start()
-        shards[0].wait_ready(args.shard_startup_timeout_s)
+        shards[0].wait_ready(args.shard_startup_timeout_s, stopping)
         for shard in shards[1:]:
             shard.start()
         for shard in shards[1:]:
-            shard.wait_ready(args.shard_startup_timeout_s)
+            shard.wait_ready(args.shard_startup_timeout_s, stopping)
         uris = [a for s in shards for a in ("--shard-uri", s.uri)]
         router = subprocess.Popen([sys.executable, "-m", "router", *uris, *args.router_args])
         return supervise(router, shards, stopping)
@@ -152,7 +169,7 @@ def run(args: LaunchArgs) -> int:
         print(f"launcher: {exc}", file=sys.stderr)
         return 1
     finally:
-        stop_process(router)
+        stop_process(router, router_stop_timeout_s)  # first: it drains its streams
         for shard in shards:
             stop_process(shard.process)
 

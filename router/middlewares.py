@@ -11,7 +11,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from router.errors import RouterError, Unauthorized
+from router.errors import HTTPError, RouterError, Unauthorized
 from router.responses import dumps
 from router.state import REQUEST_ID
 
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 # A client-supplied id is echoed into logs and headers, so only plain ones are trusted.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Generation routes (and /tokenize) need the API key; health, info and metrics do not.
-_PROTECTED = {("POST", "/"), ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/tokenize"),
-              ("POST", "/v1/chat/completions"), ("POST", "/v1/completions")}
+PROTECTED = {("POST", "/"), ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/tokenize"),
+             ("POST", "/v1/chat/completions"), ("POST", "/v1/completions")}
 
 
 @web.middleware
@@ -46,8 +46,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.info("request_id=%s %s %s -> %d %s", request.get(REQUEST_ID), request.method, request.path,
                  err.status, err.message)
         return error_response(err, openai=is_openai_route(request))
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own answers (unknown path, wrong method): the same JSON shape too.
+        err = HTTPError(exc.status, exc.reason, {k: v for k, v in exc.headers.items() if k == "Allow"})
+        return error_response(err, openai=is_openai_route(request))
     except Exception:
         log.exception("request_id=%s %s %s failed", request.get(REQUEST_ID), request.method, request.path)
         return error_response(RouterError("Internal server error"), openai=is_openai_route(request))
@@ -69,7 +73,7 @@ def auth_middleware(api_key: str | None):
 
     @web.middleware
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and (request.method, request.path) in _PROTECTED:
+        if expected is not None and (request.method, request.path) in PROTECTED:
             # TGI compares the whole header case-insensitively with "Bearer <key>".
             given = request.headers.get("Authorization", "").lower().encode()
             if not hmac.compare_digest(given, expected):

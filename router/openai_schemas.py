@@ -11,6 +11,8 @@ from typing import Any
 from router.config import Limits
 from router.errors import ValidationError
 from router.schemas import GenerateParameters, convert, describe, shape_error
+from router.validation import RANGES as TGI_RANGES
+from router.validation import Range, limit_ranges
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,21 @@ class CompletionRequest:
 _KINDS = {"max_tokens": "u32", "temperature": "f32", "top_p": "f32", "seed": "u64", "n": "u32",
           "frequency_penalty": "f32", "presence_penalty": "f32", "stream": "bool"}
 
+# Every body field each route reads, with its kind: schemas.convert's kinds, or the name of
+# a shape parsed by hand below. The OpenAPI document (router/openapi.py) is rendered from these.
+_SHARED_FIELDS = {"model": "any", **_KINDS, "max_completion_tokens": "u32", "stop": "stop",
+                  "stream_options": "stream_options"}
+CHAT_FIELDS = {**_SHARED_FIELDS, "messages": "messages", "logprobs": "bool", "top_logprobs": "u32",
+               "tools": "tools", "response_format": "response_format"}
+COMPLETION_FIELDS = {**_SHARED_FIELDS, "prompt": "prompt", "logprobs": "u32", "suffix": "empty_string",
+                     "echo": "false"}
+
+# Ranges as the checks below and TGI's validation (after to_generate_parameters) apply
+# them: temperature 0 means greedy, and top_p 1 means "off".
+RANGES = {"n": Range(1, 1), "max_tokens": Range(low=0, low_open=True), "temperature": Range(low=0.0),
+          "top_p": Range(0.0, 1.0, low_open=True), "frequency_penalty": TGI_RANGES["frequency_penalty"],
+          "presence_penalty": TGI_RANGES["presence_penalty"]}
+
 
 def parse_chat(body: Any) -> ChatRequest:
     body = _object(body)
@@ -58,7 +75,8 @@ def parse_chat(body: Any) -> ChatRequest:
     top_logprobs = convert("top_logprobs", body.get("top_logprobs"), "u32")
     if top_logprobs and not logprobs:
         raise ValidationError("`top_logprobs` needs `logprobs` set to true")
-    if body.get("tools"):
+    tools = body.get("tools")
+    if tools is not None and _list("tools", tools):
         raise ValidationError("`tools` are not supported by this server")
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
@@ -70,7 +88,7 @@ def parse_completion(body: Any) -> CompletionRequest:
     body = _object(body)
     if body.get("prompt") is None:
         raise shape_error("missing field `prompt`")
-    if body.get("suffix"):
+    if convert("suffix", body.get("suffix"), "string"):
         raise ValidationError("Suffix is not supported and can be achieved by preprocessing the prompt.")
     if convert("echo", body.get("echo"), "bool"):
         raise ValidationError("`echo` is not supported by this server")
@@ -80,8 +98,9 @@ def parse_completion(body: Any) -> CompletionRequest:
 
 def _parameters(body: dict[str, Any], num_top_logprobs: int | None) -> OpenAIParameters:
     values = {name: convert(name, body.get(name), kind) for name, kind in _KINDS.items()}
+    max_completion_tokens = convert("max_completion_tokens", body.get("max_completion_tokens"), "u32")
     if values["max_tokens"] is None:  # the newer name, which OpenAI's o-series requires
-        values["max_tokens"] = convert("max_completion_tokens", body.get("max_completion_tokens"), "u32")
+        values["max_tokens"] = max_completion_tokens
     stop = body.get("stop")
     values["stop"] = convert("stop", [stop] if isinstance(stop, str) else stop, "strings") or ()
     values["stream"] = bool(values["stream"])
@@ -93,11 +112,11 @@ def _parameters(body: dict[str, Any], num_top_logprobs: int | None) -> OpenAIPar
 def check_before_admission(params: OpenAIParameters, limits: Limits, *, num_prompts: int = 1,
                            max_num_prompts: int = 1, logprobs_name: str = "top_logprobs") -> None:
     """Checks that need no tokenizer, named as the client named the fields."""
-    if params.n not in (None, 1):
+    if params.n is not None and params.n not in RANGES["n"]:
         raise ValidationError(f"`n` must be 1: this server generates one choice per prompt. Given: {params.n}")
-    if params.max_tokens == 0:
+    if params.max_tokens is not None and params.max_tokens not in RANGES["max_tokens"]:
         raise ValidationError("`max_tokens` must be strictly positive")
-    if (params.num_top_logprobs or 0) > limits.max_top_n_tokens:
+    if (params.num_top_logprobs or 0) not in limit_ranges(limits)["top_n_tokens"]:
         raise ValidationError(f"`{logprobs_name}` must be >= 0 and <= {limits.max_top_n_tokens}. "
                               f"Given: {params.num_top_logprobs}")
     if num_prompts > max_num_prompts:

@@ -11,9 +11,8 @@ from typing import Any
 
 from router.errors import RequestBodyError
 
-_U32_MAX = 2**32 - 1
-_U64_MAX = 2**64 - 1
-_I32 = (-(2**31), 2**31 - 1)
+# The integer kinds' bounds, as the Rust types TGI deserializes into have them.
+INT_BOUNDS = {"i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1), "u64": (0, 2**64 - 1), "usize": (0, 2**64 - 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +50,9 @@ class GenerateRequest:
     add_special_tokens: bool = True
 
 
-# JSON kind of each parameter; the names are the Rust types TGI deserializes into.
-_PARAMETER_KINDS: dict[str, str] = {
+# JSON kind of each parameter; the names are the Rust types TGI deserializes into. The
+# OpenAPI document (router/openapi.py) is rendered from this table.
+PARAMETER_KINDS: dict[str, str] = {
     "best_of": "usize", "temperature": "f32", "repetition_penalty": "f32", "frequency_penalty": "f32",
     "presence_penalty": "f32", "top_k": "i32", "top_p": "f32", "typical_p": "f32", "do_sample": "bool", "max_new_tokens": "u32",
     "return_full_text": "bool", "stop": "strings", "truncate": "usize", "watermark": "bool",
@@ -85,7 +85,7 @@ def parse_generate(body: Any) -> GenerateRequest:
 
 def _parse_parameters(raw: dict[str, Any]) -> GenerateParameters:
     values: dict[str, Any] = {}
-    for name, kind in _PARAMETER_KINDS.items():
+    for name, kind in PARAMETER_KINDS.items():
         value = convert(f"parameters.{name}", raw.get(name), kind)
         if value is not None:
             values[name] = value
@@ -104,7 +104,7 @@ def convert(path: str, value: Any, kind: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         raise _type_error(path, value, "a finite number")
-    if kind in ("u32", "u64", "usize", "i32"):
+    if kind in INT_BOUNDS:
         return _convert_int(path, value, kind)
     if kind == "string":
         if isinstance(value, str):
@@ -122,7 +122,7 @@ def convert(path: str, value: Any, kind: str) -> Any:
 def _convert_int(path: str, value: Any, kind: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise _type_error(path, value, kind)
-    low, high = _I32 if kind == "i32" else (0, _U32_MAX if kind == "u32" else _U64_MAX)
+    low, high = INT_BOUNDS[kind]
     if not low <= value <= high:
         raise shape_error(f"{path}: invalid value: integer `{value}`, expected {kind}")
     return value

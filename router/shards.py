@@ -31,6 +31,9 @@ _SHARD_DOWN_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANC
 CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 500),
     ("grpc.keepalive_timeout_ms", 1000),
+    # What grpcio (1.85) actually waits for a ping's answer: keepalive_timeout_ms alone
+    # leaves a frozen (SIGSTOP) shard's streams hanging (tests/reliability/test_faults.py).
+    ("grpc.http2.ping_timeout_ms", 1000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )

@@ -9,6 +9,7 @@ from aiohttp import web
 from router.admission import Admission
 from router.chat_template import ChatTemplate
 from router.config import Limits, RouterConfig
+from router.drain import Drain
 from router.inference import Inference
 from router.metrics import Metrics
 from router.shards import ShardPool
@@ -43,6 +44,7 @@ POOL = web.AppKey("pool", ShardPool)
 SHARD_INFO = web.AppKey("shard_info", ShardInfo)
 TOKENIZER = web.AppKey("tokenizer", PromptTokenizer)
 STATE = web.AppKey("state", RouterState)
+DRAIN = web.AppKey("drain", Drain)
 
 # Per-request keys (set by middlewares.request_id_middleware).
 REQUEST_ID = web.RequestKey("request_id", str)

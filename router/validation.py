@@ -3,12 +3,53 @@ exact messages. The first failing check wins, so the order is part of the contra
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from router.config import Limits
 from router.errors import ValidationError
 from router.schemas import GenerateParameters, GenerateRequest
 from router.tokenizer import PromptTokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Where a parameter's value must lie (for `stop`, its length). The checks below test
+    against these, and the OpenAPI document (router/openapi.py) shows the same bounds."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+# TGI's ranges (validation.rs). TGI refuses top_p = 1.0 too, although it is the internal default.
+RANGES: dict[str, Range] = {
+    "temperature": Range(low=0.0, low_open=True),
+    "repetition_penalty": Range(low=0.0, low_open=True),
+    "frequency_penalty": Range(-2.0, 2.0),
+    "presence_penalty": Range(-2.0, 2.0),
+    "top_p": Range(0.0, 1.0, low_open=True, high_open=True),
+    "typical_p": Range(0.0, 1.0, low_open=True, high_open=True),
+    "top_k": Range(low=0, low_open=True),
+    "max_new_tokens": Range(low=0, low_open=True),
+}
+
+
+@functools.cache
+def limit_ranges(limits: Limits) -> dict[str, Range]:
+    """The ranges set by this router's limits. best_of 0 counts as 1 on /generate."""
+    return {"best_of": Range(0, limits.max_best_of), "truncate": Range(0, limits.max_input_tokens, low_open=True),
+            "stop": Range(0, limits.max_stop_sequences), "top_n_tokens": Range(0, limits.max_top_n_tokens)}
+
+
+def _outside(name: str, value: float | None) -> bool:
+    return value is not None and value not in RANGES[name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +77,7 @@ def check_before_admission(params: GenerateParameters, limits: Limits, *, stream
     if best_of > 1:
         if limits.max_best_of == 1:
             raise ValidationError("`best_of` != 1 is not allowed for this endpoint")
-        if best_of > limits.max_best_of:
+        if best_of not in limit_ranges(limits)["best_of"]:
             raise ValidationError(f"`best_of` must be > 0 and <= {limits.max_best_of}. Given: {best_of}")
     return best_of
 
@@ -53,7 +94,7 @@ class Validator:
         if request.inputs == "":
             raise ValidationError("`inputs` cannot be empty")
         max_input = self._limits.max_input_tokens
-        if params.truncate is not None and not 0 < params.truncate <= max_input:
+        if params.truncate is not None and params.truncate not in limit_ranges(self._limits)["truncate"]:
             raise ValidationError(f"`truncate` must be strictly positive and less than {max_input}. "
                                   f"Given: {params.truncate}")
         input_ids = await self._tokenizer.encode(request.inputs, request.add_special_tokens)
@@ -70,33 +111,33 @@ def _check_sampling(params: GenerateParameters) -> None:
         value is not None for value in (params.temperature, params.top_k, params.top_p, params.typical_p))
     if (params.best_of or 1) > 1 and not sampling:
         raise ValidationError("you must use sampling when `best_of` is > 1")
-    if params.temperature is not None and params.temperature <= 0.0:
+    if _outside("temperature", params.temperature):
         raise ValidationError("`temperature` must be strictly positive")
-    if params.repetition_penalty is not None and params.repetition_penalty <= 0.0:
+    if _outside("repetition_penalty", params.repetition_penalty):
         raise ValidationError("`repetition_penalty` must be strictly positive")
-    if params.frequency_penalty is not None and not -2.0 <= params.frequency_penalty <= 2.0:
+    if _outside("frequency_penalty", params.frequency_penalty):
         raise ValidationError("`frequency_penalty` must be >= -2.0 and <= 2.0")
-    if params.presence_penalty is not None and not -2.0 <= params.presence_penalty <= 2.0:
+    if _outside("presence_penalty", params.presence_penalty):
         raise ValidationError("`presence_penalty` must be >= -2.0 and <= 2.0")
-    # TGI rejects 1.0 too, although it is the internal default.
-    if params.top_p is not None and not 0.0 < params.top_p < 1.0:
+    if _outside("top_p", params.top_p):
         raise ValidationError("`top_p` must be > 0.0 and < 1.0")
-    if params.typical_p is not None and not 0.0 < params.typical_p < 1.0:
+    if _outside("typical_p", params.typical_p):
         raise ValidationError("`typical_p` must be > 0.0 and < 1.0")
-    if params.top_k is not None and params.top_k <= 0:
+    if _outside("top_k", params.top_k):
         raise ValidationError("`top_k` must be strictly positive")
 
 
 def _check_stopping(params: GenerateParameters, limits: Limits) -> None:
-    if params.max_new_tokens == 0:
+    if _outside("max_new_tokens", params.max_new_tokens):
         raise ValidationError("`max_new_tokens` must be strictly positive")
-    if len(params.stop) > limits.max_stop_sequences:
+    ranges = limit_ranges(limits)
+    if len(params.stop) not in ranges["stop"]:
         raise ValidationError(f"`stop` supports up to {limits.max_stop_sequences} stop sequences. "
                               f"Given: {len(params.stop)}")
     if (params.best_of or 1) > 1 and params.seed is not None:
         raise ValidationError("`seed` must not be set when `best_of` > 1")
     top_n = params.top_n_tokens or 0
-    if top_n > limits.max_top_n_tokens:
+    if top_n not in ranges["top_n_tokens"]:
         raise ValidationError(f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {top_n}")
 
 
@@ -112,6 +153,11 @@ def resolve_max_new_tokens(input_length: int, requested: int | None, limits: Lim
         raise ValidationError(f"`inputs` must have less than {limits.max_input_tokens} tokens. "
                               f"Given: {input_length}")
     return max_new_tokens
+
+
+# Parsed only to be refused (below, each with its own message): the OpenAPI document
+# allows them only as null.
+UNSUPPORTED = ("grammar", "adapter_id")
 
 
 def _check_unsupported(params: GenerateParameters) -> None:

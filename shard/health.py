@@ -23,6 +23,9 @@ SERVER_OPTIONS = (
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.keepalive_time_ms", 1000),
     ("grpc.keepalive_timeout_ms", 2000),
+    # grpcio waits this long for a ping's answer; keepalive_timeout_ms alone does not
+    # fail a connection whose peer froze (the router's CHANNEL_OPTIONS say the same).
+    ("grpc.http2.ping_timeout_ms", 2000),
 )
 
 

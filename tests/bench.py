@@ -77,7 +77,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run_level(url: str, concurrency: int, max_new_tokens: int, api: str = "tgi") -> dict:
     timeout = aiohttp.ClientTimeout(total=1800)
     async with aiohttp.ClientSession(timeout=timeout,
-                                     connector=aiohttp.TCPConnector(limit=0)) as session:
+                                     connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:
         await one_stream(session, url, chatml(QUESTIONS[0]), 4, api)    # warm the path
         started = time.perf_counter()
         timings = await asyncio.gather(*(

@@ -1,0 +1,52 @@
+"""GET /api-doc/openapi.json (the OpenAPI document, as TGI serves it) and GET /docs, Swagger
+UI over that document. Swagger UI's files come from the swagger-ui-bundle package and are
+served from here, so the page loads nothing from other hosts."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from aiohttp import web
+from swagger_ui_bundle import swagger_ui_path
+
+from router.config import Limits, RouterConfig
+from router.handlers import version
+from router.openapi import build_document
+from router.responses import dumps
+from router.state import STATE
+
+_PAGE = Path(__file__).parent / "static" / "docs.html"
+# Only what the page uses: the package's own index.html would load petstore.swagger.io.
+_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [
+        web.get("/api-doc/openapi.json", openapi_json),
+        web.get("/docs", docs_page),
+        web.get("/docs/{name}", docs_asset),
+    ]
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response(_document(state.config, state.limits), dumps=dumps)
+
+
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(text=_PAGE.read_text(encoding="utf-8"), content_type="text/html")
+
+
+async def docs_asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in _ASSETS:
+        raise web.HTTPNotFound()
+    # The files change only with the package: let browsers keep them for a day.
+    return web.FileResponse(Path(swagger_ui_path) / name, headers={"Cache-Control": "public, max-age=86400"})
+
+
+@cache
+def _document(config: RouterConfig, limits: Limits) -> dict:
+    """Built once per config: both are frozen, and the document depends on nothing else."""
+    return build_document(config, limits, version())

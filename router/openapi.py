@@ -1,0 +1,239 @@
+"""The OpenAPI 3.0 document served at /api-doc/openapi.json (as TGI serves its own), built
+from the definitions the router validates with: the parsers' field tables (which fields
+exist and their JSON kinds: schemas.PARAMETER_KINDS, openai_schemas.CHAT_FIELDS and
+COMPLETION_FIELDS) and the checks' ranges (validation.RANGES, limit_ranges(limits),
+openai_schemas.RANGES), with this router's limits filled in. Only the prose is written
+here, and a field without prose breaks the document (and its tests), so no field can go
+undocumented."""
+
+from __future__ import annotations
+
+from router import openai_schemas
+from router.config import Limits, RouterConfig
+from router.middlewares import PROTECTED
+from router.openapi_responses import nullable, ref, response_schemas, sse_event
+from router.schemas import INT_BOUNDS, PARAMETER_KINDS
+from router.validation import RANGES, UNSUPPORTED, Range, limit_ranges
+
+DESCRIPTIONS = {
+    # TGI's parameters
+    "best_of": "Generate this many sequences and return the one with the highest mean token logprob "
+               "(needs sampling; not when streaming)",
+    "temperature": "Sampling temperature", "repetition_penalty": "Penalty for repeated tokens (1.0: none)",
+    "frequency_penalty": "Penalty growing with each token's count so far",
+    "presence_penalty": "Penalty for any token already generated (OpenAI's meaning)",
+    "top_k": "Sample from the k most likely tokens", "top_p": "Nucleus sampling: the smallest set of tokens "
+    "whose probabilities add up to top_p", "typical_p": "Typical decoding mass",
+    "do_sample": "Sample instead of greedy decoding (default true when `parameters` is absent)",
+    "max_new_tokens": "Most tokens to generate (default: the rest of the context)",
+    "return_full_text": "Prepend the prompt to the generated text", "stop": "Stop before any of these strings",
+    "truncate": "Keep only this many prompt tokens (from the end)", "watermark": "Accepted and ignored",
+    "details": "Return finish reason, token details and seed",
+    "decoder_input_details": "Return the prompt tokens' logprobs (not when streaming)",
+    "seed": "Random seed for sampling", "top_n_tokens": "Return this many most likely tokens at each step",
+    "grammar": "Not supported: refused with 422", "adapter_id": "Not supported: refused with 422",
+    # OpenAI's fields
+    "model": "Any name: this server serves one model", "messages": "The conversation so far",
+    "prompt": "A prompt, or several (one choice each)", "max_tokens": "Most tokens to generate per choice",
+    "max_completion_tokens": "The newer name of `max_tokens`, used when that is absent",
+    "n": "Choices per prompt: only 1",
+    "stream": "Answer with server-sent events", "stream_options": "`include_usage`: a last chunk with usage",
+    "logprobs": "Return the chosen tokens' logprobs (chat), or this many alternatives (completions)",
+    "top_logprobs": "Alternatives per token (needs `logprobs`)", "tools": "Not supported: must be empty",
+    "response_format": "Only `{\"type\": \"text\"}`", "suffix": "Not supported: must be empty",
+    "echo": "Not supported: must be false",
+}
+
+EXAMPLES = {
+    "generate": {"inputs": "My name is Olivier and I", "parameters": {"max_new_tokens": 20, "details": True}},
+    "chat": {"model": "tgi", "messages": [{"role": "user", "content": "What is deep learning?"}], "max_tokens": 20},
+    "completion": {"model": "tgi", "prompt": "My name is Olivier and I", "max_tokens": 20},
+}
+
+_CUSTOM_KINDS = {
+    "messages": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["role"], "properties": {
+            "role": {"type": "string"},
+            "content": nullable({"oneOf": [{"type": "string"}, {"type": "array", "items": {
+                "type": "object", "required": ["type"],
+                "properties": {"type": {"type": "string", "enum": ["text"]},
+                               "text": nullable({"type": "string"})}}}]})}}},
+    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "prompt": {"oneOf": [{"type": "string", "minLength": 1},
+                         {"type": "array", "items": {"type": "string", "minLength": 1}}]},
+    "stream_options": {"type": "object", "properties": {"include_usage": nullable({"type": "boolean"})}},
+    "any": {},
+    "tools": {"type": "array", "maxItems": 0},
+    "empty_string": {"type": "string", "maxLength": 0},
+    "false": {"type": "boolean", "enum": [False]},
+    "response_format": {"type": "object", "required": ["type"],
+                        "properties": {"type": {"type": "string", "enum": ["text"]}}},
+}
+
+
+def build_document(config: RouterConfig, limits: Limits, version: str) -> dict:
+    schemas = {**_request_schemas(config, limits), **response_schemas()}
+    document = {
+        "openapi": "3.0.3",
+        "info": {"title": "sluice", "version": version, "license": {"name": "Apache 2.0"},
+                 "description": f"A text-generation-inference compatible server. The bounds shown are this "
+                                f"server's; it takes up to {limits.max_total_tokens} tokens per request, "
+                                f"{limits.max_input_tokens} of them prompt."},
+        "paths": _paths(secured=config.api_key is not None),
+        "components": {"schemas": schemas},
+    }
+    if config.api_key is not None:
+        document["components"]["securitySchemes"] = {"BearerAuth": {"type": "http", "scheme": "bearer"}}
+    return document
+
+
+def field_schema(name: str, kind: str, bound: Range | None, validated: bool = True) -> dict:
+    """One request field: its kind's JSON Schema, narrowed by its range; null means unset."""
+    if validated and name in UNSUPPORTED:
+        return {"nullable": True, "enum": [None], "description": DESCRIPTIONS[name]}
+    schema = dict(_CUSTOM_KINDS[kind] if kind in _CUSTOM_KINDS else _kind_schema(kind))
+    if bound is not None:
+        schema = _narrowed(schema, bound)
+    return nullable({**schema, "description": DESCRIPTIONS[name]})
+
+
+def _kind_schema(kind: str) -> dict:
+    """What schemas.convert accepts for `kind`."""
+    if kind in INT_BOUNDS:
+        low, high = INT_BOUNDS[kind]
+        return {"type": "integer", "minimum": low, "maximum": high}
+    return {"bool": {"type": "boolean"}, "f32": {"type": "number"}, "string": {"type": "string"},
+            "strings": {"type": "array", "items": {"type": "string"}}, "object": {"type": "object"}}[kind]
+
+
+def _narrowed(schema: dict, bound: Range) -> dict:
+    if "oneOf" in schema:  # a string or a list: the bound is on the list's length
+        return {"oneOf": [_narrowed(option, bound) for option in schema["oneOf"]]}
+    if schema.get("type") == "array":
+        most = {} if bound.high is None else {"maxItems": int(bound.high)}
+        return {**schema, "minItems": int(bound.low or 0), **most}
+    if schema.get("type") not in ("integer", "number"):
+        return schema
+    narrowed = dict(schema)
+    if bound.low is not None and bound.low >= schema.get("minimum", bound.low):
+        narrowed.update(minimum=bound.low, **({"exclusiveMinimum": True} if bound.low_open else {}))
+    if bound.high is not None and bound.high <= schema.get("maximum", bound.high):
+        narrowed.update(maximum=bound.high, **({"exclusiveMaximum": True} if bound.high_open else {}))
+    return narrowed
+
+
+def _object(fields: dict[str, str], ranges: dict[str, Range], required: tuple[str, ...] = (),
+            validated: bool = True) -> dict:
+    properties = {name: field_schema(name, kind, ranges.get(name), validated) for name, kind in fields.items()}
+    for name in required:  # present and not null
+        properties[name] = {key: value for key, value in properties[name].items() if key != "nullable"}
+    return {"type": "object", "properties": properties, **({"required": list(required)} if required else {})}
+
+
+def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
+    tgi_ranges = {**RANGES, **limit_ranges(limits)}
+    openai_ranges = {**openai_schemas.RANGES, "top_logprobs": tgi_ranges["top_n_tokens"],
+                     "stop": tgi_ranges["stop"]}
+    completion_ranges = {**openai_ranges, "logprobs": tgi_ranges["top_n_tokens"],
+                         "prompt": Range(1, config.max_client_batch_size)}
+    inputs = {"type": "string", "description": "The prompt"}
+    parameters = nullable({**_object(PARAMETER_KINDS, tgi_ranges), "description": "Generation parameters"})
+    generate = {"type": "object", "required": ["inputs"], "example": EXAMPLES["generate"],
+                "properties": {"inputs": {**inputs, "minLength": 1}, "parameters": parameters}}
+    stream = nullable({"type": "boolean", "description": "Answer with server-sent events"})
+    # /tokenize checks JSON types only, as TGI's does: no ranges, nothing refused.
+    unchecked = nullable({**_object(PARAMETER_KINDS, {}, validated=False), "description": "Not used"})
+    return {
+        "GenerateRequest": generate,
+        "CompatGenerateRequest": {**generate, "properties": {**generate["properties"], "stream": stream}},
+        "TokenizeRequest": {"type": "object", "required": ["inputs"], "example": {"inputs": "Hello world"},
+                            "properties": {"inputs": inputs, "parameters": unchecked}},
+        "ChatRequest": {**_object(openai_schemas.CHAT_FIELDS, openai_ranges, required=("messages",)),
+                        "example": EXAMPLES["chat"]},
+        "CompletionRequest": {**_object(openai_schemas.COMPLETION_FIELDS, completion_ranges, required=("prompt",)),
+                              "example": EXAMPLES["completion"]},
+    }
+
+
+def _paths(secured: bool) -> dict:
+    tgi_errors, openai_errors = _errors("ErrorResponse"), _errors("OpenAIErrorResponse")
+    paths = {
+        "/": {"get": _op("Health check, as /health; a browser (Accept: text/html) gets a page linking to the "
+                         "playground", "Health", ok={}, errors=tgi_errors, codes=(503,)),
+              "post": _op("Generate: SSE when `stream` is true, else a one-element list", "Text Generation",
+                          body="CompatGenerateRequest", errors=tgi_errors,
+                          ok={"application/json": {"type": "array", "items": ref("GenerateResponse")},
+                              "text/event-stream": sse_event("StreamResponse", "ErrorResponse")})},
+        "/generate": {"post": _op("Generate tokens", "Text Generation", body="GenerateRequest", errors=tgi_errors,
+                                  ok={"application/json": ref("GenerateResponse")})},
+        "/generate_stream": {"post": _op("Generate a stream of tokens (server-sent events)", "Text Generation",
+                                         body="GenerateRequest", errors=tgi_errors,
+                                         ok={"text/event-stream": sse_event("StreamResponse", "ErrorResponse")})},
+        "/tokenize": {"post": _op("Tokenize the inputs", "Text Generation", body="TokenizeRequest",
+                                  errors=tgi_errors, codes=(400, 413, 415, 422, 503),
+                                  ok={"application/json": {"type": "array", "items": ref("SimpleToken")}})},
+        "/v1/chat/completions": {"post": _op("OpenAI chat completions", "OpenAI", body="ChatRequest",
+                                             errors=openai_errors, ok={
+                                                 "application/json": ref("ChatCompletion"),
+                                                 "text/event-stream": sse_event("ChatCompletionChunk",
+                                                                                "OpenAIErrorResponse")})},
+        "/v1/completions": {"post": _op("OpenAI completions", "OpenAI", body="CompletionRequest",
+                                        errors=openai_errors, ok={
+                                            "application/json": ref("Completion"),
+                                            "text/event-stream": sse_event("CompletionChunk", "OpenAIErrorResponse")})},
+        "/v1/models": {"get": _op("The served model", "OpenAI", ok={"application/json": ref("ModelList")},
+                                  errors=openai_errors, codes=(503,))},
+        **_plain_routes(tgi_errors),
+    }
+    if secured:
+        _secure(paths, tgi_errors[401], openai_errors[401])
+    return paths
+
+
+def _secure(paths: dict, tgi_401: dict, openai_401: dict) -> None:
+    """The routes the API key guards (middlewares.PROTECTED) say so, and that they may 401."""
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if (method.upper(), path) in PROTECTED:
+                operation["security"] = [{"BearerAuth": []}]
+                operation["responses"]["401"] = openai_401 if path.startswith("/v1/") else tgi_401
+
+
+def _plain_routes(errors: dict) -> dict:
+    health = _op("Health check: 200 with an empty body while a shard is in rotation", "Health", ok={},
+                 errors=errors, codes=(503,))
+    html = {"text/html": {"type": "string"}}
+    return {
+        "/health": {"get": health}, "/ping": {"get": health},
+        "/info": {"get": _op("Model and server information", "Text Generation",
+                             ok={"application/json": ref("Info")})},
+        "/metrics": {"get": _op("Prometheus metrics", "Text Generation", ok={"text/plain": {"type": "string"}})},
+        "/playground": {"get": _op("The streaming playground page", "Docs", ok=html, errors=errors, codes=(503,))},
+        "/docs": {"get": _op("This document, rendered by Swagger UI", "Docs", ok=html)},
+        "/api-doc/openapi.json": {"get": _op("This document", "Docs", ok={"application/json": {"type": "object"}})},
+    }
+
+
+_ERROR_DESCRIPTIONS = {400: "Body is not JSON", 401: "Missing or wrong API key", 413: "Body too large",
+                       415: "Content-Type is not JSON", 422: "Input validation error", 424: "Generation error",
+                       429: "Model is overloaded", 500: "Incomplete generation",
+                       503: "Shutting down (on health checks: also no healthy shard)"}
+
+
+def _errors(schema_name: str) -> dict[int, dict]:
+    retry_after = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
+    return {code: {"description": description, "content": {"application/json": {"schema": ref(schema_name)}},
+                   **({"headers": retry_after} if code in (429, 503) else {})}
+            for code, description in _ERROR_DESCRIPTIONS.items()}
+
+
+def _op(summary: str, tag: str, *, ok: dict, body: str | None = None, errors: dict | None = None,
+        codes: tuple[int, ...] = (400, 413, 415, 422, 424, 429, 500, 503)) -> dict:
+    content = {media_type: {"schema": schema} for media_type, schema in ok.items()}
+    responses = {"200": {"description": "OK", **({"content": content} if content else {})}}
+    for code in codes if errors else ():
+        responses[str(code)] = errors[code]
+    operation = {"summary": summary, "tags": [tag], "responses": responses}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
+    return operation
