@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,15 +75,22 @@ def default_model_dir() -> Path:
     return resolve(None, from_args([]).cache_dir).path
 
 
+@contextmanager
+def serving(args: Sequence[str], log_path: Path, timeout_s: float = 300):
+    """Runs `python <args> --port <free port>` (the launcher or the router) and yields
+    (url, process) once its /health answers 200; stops it afterwards."""
+    port = free_port()
+    process = Process([*args, "--port", str(port)], log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_for(lambda: http_ok(url + "/health"), timeout_s, " ".join(args[:2]))
+        yield url, process
+    finally:
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def stack_url(default_model_dir, tmp_path_factory):
     """`python -m router.launcher` (what `make run` runs): one shard + the router."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("stack") / "launcher.log"
-    process = Process(["-m", "router.launcher", "--port", str(port)], log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_for(lambda: http_ok(url + "/health"), 300, "launcher")
+    with serving(["-m", "router.launcher"], tmp_path_factory.mktemp("stack") / "launcher.log") as (url, _):
         yield url
-    finally:
-        process.stop()

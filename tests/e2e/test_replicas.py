@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from tests.conftest import Process, free_port, http_ok
+from tests.conftest import Process, serving
 from tests.e2e.test_stack import post
 
 PROMPT = "<|im_start|>user\nTell a long story about a dragon.<|im_end|>\n<|im_start|>assistant\n"
@@ -22,17 +22,12 @@ PROMPT = "<|im_start|>user\nTell a long story about a dragon.<|im_end|>\n<|im_st
 
 @pytest.fixture(scope="module")
 def replicas(default_model_dir, tmp_path_factory):
-    port = free_port()
-    process = Process(["-m", "router.launcher", "--port", str(port), "--num-replicas", "2",
-                       "--health-check-interval-s", "0.2"],
-                      tmp_path_factory.mktemp("replicas") / "launcher.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_for(lambda: http_ok(url + "/health") and len(healthy_shards(url)) == 2, 300,
-                         "launcher")
+    args = ["-m", "router.launcher", "--num-replicas", "2", "--health-check-interval-s", "0.2"]
+    with serving(args, tmp_path_factory.mktemp("replicas") / "launcher.log") as (url, process):
+        deadline = time.monotonic() + 60
+        while len(healthy_shards(url)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         yield url, process
-    finally:
-        process.stop()
 
 
 def healthy_shards(url: str) -> list[str]:

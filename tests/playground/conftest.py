@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT, Process, free_port, http_ok
+from tests.conftest import ROOT, serving
 
 CHROMIUM = "/usr/bin/chromium"
 # What works as root in a container: no sandbox, no GPU, and nothing that phones home.
@@ -45,30 +45,19 @@ def page(browser):
 def playground_url(default_model_dir, tmp_path_factory) -> Iterator[str]:
     """The stack `make run` starts, in float32: bfloat16 CPU kernels are not batch
     invariant, so the two greedy requests the page sends at once could end differently."""
-    port = free_port()
     log = tmp_path_factory.mktemp("playground") / "launcher.log"
-    process = Process(["-m", "router.launcher", "--port", str(port), "--dtype", "float32"], log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_for(lambda: http_ok(url + "/health"), 300, "launcher")
+    with serving(["-m", "router.launcher", "--dtype", "float32"], log) as (url, _):
         yield url
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
 def auth_url(playground_url, tmp_path_factory) -> Iterator[str]:
     """A second router on the same shard, with an API key and room for one request."""
-    port = free_port()
     log = tmp_path_factory.mktemp("playground-auth") / "router.log"
-    process = Process(["-m", "router", "--shard-uri", shard_uri(playground_url), "--port", str(port),
-                       "--api-key", API_KEY, "--max-concurrent-requests", "1"], log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_for(lambda: http_ok(url + "/health"), 120, "router")
+    args = ["-m", "router", "--shard-uri", shard_uri(playground_url), "--api-key", API_KEY,
+            "--max-concurrent-requests", "1"]
+    with serving(args, log, timeout_s=120) as (url, _):
         yield url
-    finally:
-        process.stop()
 
 
 def shard_uri(url: str) -> str:
