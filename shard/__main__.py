@@ -1,5 +1,4 @@
 """`python -m shard`: load the model and serve the gRPC contract."""
-import asyncio
 import logging
 import sys
 
@@ -15,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shard: argument error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(config))
+        serve(config)
     except (ValueError, RuntimeError) as exc:
         logging.getLogger("shard").error("cannot start: %s", exc)
         return 1

@@ -84,16 +84,22 @@ class Engine:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._tracked: dict[str, _Tracked] = {}
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._crashed = False
+        self._thread: threading.Thread | None = None
 
     # -- called from other threads -------------------------------------------------------
     def start(self) -> None:
+        """Run the loop on a thread of its own. The shard process instead calls run() on
+        its main thread, where OpenMP keeps its workers spinning between kernels."""
+        self._thread = threading.Thread(target=self.run, name="engine", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Safe from a signal handler on the thread that runs the loop."""
         self._stopping.set()
         self._inbox.put(("wake", None))
-        self._thread.join(timeout=10)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
     def submit(self, seq: Sequence) -> Refusal | None:
         """Queue a request; returns why it can never run instead, if so."""
@@ -111,7 +117,15 @@ class Engine:
         self._inbox.put(("abort", request_id))
 
     # -- the engine thread ---------------------------------------------------------------
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The loop; returns after stop()."""
+        try:
+            self._loop()
+        except BaseException:
+            self._crashed = True
+            raise
+
+    def _loop(self) -> None:
         while not self._stopping.is_set():
             self._drain_inbox(block=not self.scheduler.has_work)
             if self._stopping.is_set():
@@ -216,4 +230,4 @@ class Engine:
 
     @property
     def is_alive(self) -> bool:
-        return self._thread.is_alive() and not self._stopping.is_set()
+        return not self._crashed and not self._stopping.is_set()
