@@ -48,6 +48,18 @@ def limit_ranges(limits: Limits) -> dict[str, Range]:
             "stop": Range(0, limits.max_stop_sequences), "top_n_tokens": Range(0, limits.max_top_n_tokens)}
 
 
+# TGI's check order and wording (validation.rs); the bounds themselves are in RANGES.
+_SAMPLING_RULES = (
+    ("temperature", "strictly positive"),
+    ("repetition_penalty", "strictly positive"),
+    ("frequency_penalty", ">= -2.0 and <= 2.0"),
+    ("presence_penalty", ">= -2.0 and <= 2.0"),
+    ("top_p", "> 0.0 and < 1.0"),
+    ("typical_p", "> 0.0 and < 1.0"),
+    ("top_k", "strictly positive"),
+)
+
+
 def _outside(name: str, value: float | None) -> bool:
     return value is not None and value not in RANGES[name]
 
@@ -111,20 +123,9 @@ def _check_sampling(params: GenerateParameters) -> None:
         value is not None for value in (params.temperature, params.top_k, params.top_p, params.typical_p))
     if (params.best_of or 1) > 1 and not sampling:
         raise ValidationError("you must use sampling when `best_of` is > 1")
-    if _outside("temperature", params.temperature):
-        raise ValidationError("`temperature` must be strictly positive")
-    if _outside("repetition_penalty", params.repetition_penalty):
-        raise ValidationError("`repetition_penalty` must be strictly positive")
-    if _outside("frequency_penalty", params.frequency_penalty):
-        raise ValidationError("`frequency_penalty` must be >= -2.0 and <= 2.0")
-    if _outside("presence_penalty", params.presence_penalty):
-        raise ValidationError("`presence_penalty` must be >= -2.0 and <= 2.0")
-    if _outside("top_p", params.top_p):
-        raise ValidationError("`top_p` must be > 0.0 and < 1.0")
-    if _outside("typical_p", params.typical_p):
-        raise ValidationError("`typical_p` must be > 0.0 and < 1.0")
-    if _outside("top_k", params.top_k):
-        raise ValidationError("`top_k` must be strictly positive")
+    for name, rule in _SAMPLING_RULES:
+        if _outside(name, getattr(params, name)):
+            raise ValidationError(f"`{name}` must be {rule}")
 
 
 def _check_stopping(params: GenerateParameters, limits: Limits) -> None:

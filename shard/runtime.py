@@ -4,7 +4,6 @@ a CacheBudget; the config itself is never changed."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
