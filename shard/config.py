@@ -11,6 +11,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
 LOAD_FORMATS = ("auto", "dummy")
 QUANTIZE = ("auto", "none", "int4")
+KERNELS = ("auto", "torch")
 
 
 def _default_cache_dir() -> str:
@@ -37,6 +38,8 @@ class ShardConfig:
                          "for steps with few rows; cpu + bfloat16 only. auto: int4 when the "
                          "model comes from a 4-bit GGUF (exact) on cpu in bfloat16",
                          choices=QUANTIZE)
+    kernels: str = _opt("auto: sluice's own CPU kernels (compiled with gcc at start) where the "
+                        "CPU has AVX-512; torch: torch's ops only", choices=KERNELS)
     hostname: str = _opt("gRPC listen address", env="SHARD_HOSTNAME")
     port: int = _opt("gRPC listen port (0 picks a free one)", env="SHARD_PORT")
     metrics_port: int = _opt("Prometheus /metrics port for this shard (0: off)")
@@ -72,6 +75,7 @@ class ShardConfig:
 
 
 DEFAULTS = dict(model_id=None, cache_dir=None, load_format="auto", dtype="auto", device="cpu", quantize="auto",
+                kernels="auto",
                 hostname="127.0.0.1", port=50051, metrics_port=0, max_batch_size=128,
                 max_batch_prefill_tokens=None, max_batch_total_tokens=None,
                 max_total_tokens=None, waiting_served_ratio=0.0, max_waiting_tokens=20,

@@ -52,5 +52,8 @@ class KVCache:
         return (self.keys[layer, :num_slots, :, :length],
                 self.values[layer, :num_slots, :, :length])
 
+    def layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.keys[layer], self.values[layer]
+
     def slot(self, layer: int, slot: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.keys[layer, slot, :, :length], self.values[layer, slot, :, :length])

@@ -65,26 +65,12 @@ class ModelRunner:
             prompt_rows.append((first, len(logits_rows) - first))
             sample_rows.append(len(logits_rows) - 1 if chunk.samples else None)
         tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)
-        decode_rows, decode_mask, span = self._decode_layout(decode)
         positions = tensor(positions)
         kv_rows = self.cache.rows(tensor(slot_ids), positions)
         step = StepInputs(tensor(input_ids), positions, kv_rows, len(decode),
-                          span, decode_rows, decode_mask, tuple(spans), tensor(logits_rows))
+                          tuple(c.seq.slot for c in decode), tuple(c.start for c in decode),
+                          tuple(spans), tensor(logits_rows))
         return step, sample_rows, prompt_rows
-
-    def _decode_layout(self, decode: list[Chunk]):
-        if not decode:
-            return None, None, 0
-        slots = [c.seq.slot for c in decode]
-        span = slots[-1] + 1
-        length = max(c.start for c in decode) + 1
-        limits = torch.full((span,), 0, dtype=torch.long)
-        limits[slots] = torch.tensor([c.start for c in decode])
-        # Row r attends to positions <= its own; hole rows attend to position 0 only.
-        mask = torch.arange(length)[None, :] <= limits[:, None]
-        mask = mask[:, None, None, :].to(self.device)
-        rows = None if slots == list(range(span)) else torch.tensor(slots, device=self.device)
-        return rows, mask, span
 
     # -- outputs -----------------------------------------------------------------------
     def _pick(self, chunks, logits, sample_rows, prompt_rows) -> list[ChunkResult]:

@@ -15,6 +15,7 @@ from shard.engine import Engine, Publish
 from shard.kv_cache import CacheShape, KVCache
 from shard.metrics import ShardMetrics
 from shard.model_runner import ModelRunner
+from shard.models import cpu_kernels
 from shard.models.llama import SUPPORTED_MODEL_TYPES, LlamaModel
 from shard.scheduler import Scheduler, SchedulerLimits
 
@@ -123,7 +124,10 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model type {model_type!r} is not supported yet "
                          f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
-    model = LlamaModel(hf_model, dtype, device, max_int4_rows=int4_rows(config, dtype, device, source))
+    kernels = None
+    if device.type == "cpu" and config.kernels == "auto":
+        kernels = cpu_kernels.load(config.cache_dir)
+    model = LlamaModel(hf_model, dtype, device, int4_rows(config, dtype, device, source), kernels)
     budget = plan_budget(config, model.max_position, device)
     cache = KVCache(CacheShape(model.num_layers, budget.num_slots, model.num_kv_heads,
                                budget.max_total_tokens, model.head_dim), dtype, device)

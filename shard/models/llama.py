@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from shard.kv_cache import KVCache
+from shard.models.cpu_kernels import CpuKernels
 from shard.models.linear import Linear
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
@@ -33,11 +34,41 @@ class StepInputs:
     positions: torch.Tensor        # [T]
     kv_rows: torch.Tensor          # [T * kv heads] where each token's K/V go (KVCache.rows)
     num_decode: int
-    decode_span: int               # decode attention covers cache rows [0, span)
-    decode_rows: torch.Tensor | None   # [num_decode] cache row of each decode token
-    decode_mask: torch.Tensor | None   # [span, 1, 1, max_len] True = attend
+    decode_slots: tuple[int, ...]  # cache slot of each decode token, ascending
+    decode_positions: tuple[int, ...]
     prefills: tuple[PrefillSpan, ...]
     logits_rows: torch.Tensor      # rows whose next-token logits are needed
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedSpan:
+    """Decode attention through SDPA: one masked view of cache slots [0, span)."""
+    span: int
+    rows: torch.Tensor | None      # [num_decode] slot of each token where the span has holes
+    mask: torch.Tensor             # [span, 1, 1, length] True = attend
+
+    @classmethod
+    def of(cls, step: StepInputs, device: torch.device) -> MaskedSpan:
+        slots = list(step.decode_slots)
+        span, length = slots[-1] + 1, max(step.decode_positions) + 1
+        limits = torch.zeros(span, dtype=torch.long)
+        limits[slots] = torch.tensor(step.decode_positions)
+        # Row r attends to positions <= its own; hole rows attend to position 0 only.
+        mask = (torch.arange(length)[None, :] <= limits[:, None])[:, None, None, :]
+        rows = None if slots == list(range(span)) else torch.tensor(slots, device=device)
+        return cls(span, rows, mask.to(device))
+
+
+@dataclass(frozen=True, slots=True)
+class SlotLengths:
+    """Decode attention through the CPU kernel: each token reads its own slot."""
+    slots: torch.Tensor
+    lengths: torch.Tensor
+
+    @classmethod
+    def of(cls, step: StepInputs, device: torch.device) -> SlotLengths:
+        return cls(torch.tensor(step.decode_slots, device=device),
+                   torch.tensor(step.decode_positions, device=device) + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +83,7 @@ class LayerWeights:
 
 class LlamaModel:
     def __init__(self, hf_model, dtype: torch.dtype, device: torch.device,
-                 max_int4_rows: int = 0):
+                 max_int4_rows: int = 0, kernels: CpuKernels | None = None):
         cfg = hf_model.config
         self.num_layers = cfg.num_hidden_layers
         self.num_heads = cfg.num_attention_heads
@@ -63,6 +94,10 @@ class LlamaModel:
         self.vocab_size = cfg.vocab_size
         self._load_weights(hf_model.model, hf_model.lm_head, dtype, device, max_int4_rows)
         self.rope = self._rope_params(hf_model, device)
+        self.device = device
+        supported = kernels is not None and device.type == "cpu" and kernels.supports(
+            self.num_heads, self.num_kv_heads, self.head_dim, dtype)
+        self.kernels = kernels if supported else None
 
     def _load_weights(self, model, lm_head, dtype, device, max_int4_rows) -> None:
         def v(w):
@@ -110,8 +145,13 @@ class LlamaModel:
         """Returns the final hidden states of `step.logits_rows`."""
         hidden = self.embed[step.input_ids]
         cos, sin = self._rope(step.positions, hidden.dtype)
+        decode = None
+        if step.num_decode:
+            layout = SlotLengths if self.kernels else MaskedSpan
+            decode = layout.of(step, self.device)
         for index, weights in enumerate(self.layers):
-            hidden = hidden + self._attention(index, weights, hidden, step, cache, cos, sin)
+            hidden = hidden + self._attention(index, weights, hidden, step, decode, cache,
+                                              cos, sin)
             x = F.rms_norm(hidden, (hidden.shape[-1],), weights.post_norm, self.eps)
             gate, up = weights.gate_up(x).chunk(2, dim=-1)
             hidden = hidden + weights.down(F.silu(gate) * up)
@@ -121,7 +161,7 @@ class LlamaModel:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
 
-    def _attention(self, index, weights, hidden, step, cache, cos, sin) -> torch.Tensor:
+    def _attention(self, index, weights, hidden, step, decode, cache, cos, sin) -> torch.Tensor:
         x = F.rms_norm(hidden, (hidden.shape[-1],), weights.in_norm, self.eps)
         qkv = weights.qkv(x)
         num_q, num_kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
@@ -131,25 +171,28 @@ class LlamaModel:
         q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
         cache.write(index, step.kv_rows, k, v)
         out = torch.empty_like(q)
-        if step.num_decode:
-            out[:step.num_decode] = self._decode_attention(index, q[:step.num_decode], step, cache)
+        if isinstance(decode, SlotLengths):
+            keys, values = cache.layer(index)
+            self.kernels.decode_attention(q[:step.num_decode], keys, values, decode.slots,
+                                          decode.lengths, out[:step.num_decode])
+        elif decode is not None:
+            out[:step.num_decode] = self._sdpa_decode(index, q[:step.num_decode], decode, cache)
         for span in step.prefills:
             rows = slice(span.offset, span.offset + span.num_tokens)
             out[rows] = self._prefill_attention(index, q[rows], span, cache)
         return weights.o(out.view(-1, num_q))
 
-    def _decode_attention(self, index, q, step: StepInputs, cache: KVCache) -> torch.Tensor:
+    def _sdpa_decode(self, index, q, decode: MaskedSpan, cache: KVCache) -> torch.Tensor:
         # Fold each KV head's query group into the "query length" axis: plain attention
         # with no head repetition, over a strided view of the cache (no copy).
         group = self.num_heads // self.num_kv_heads
-        span, length = step.decode_span, step.decode_mask.shape[-1]
         q = q.view(-1, self.num_kv_heads, group, self.head_dim)
-        if step.decode_rows is not None:  # holes in the span: scatter into cache-row order
-            q = q.new_zeros(span, *q.shape[1:]).index_copy_(0, step.decode_rows, q)
-        keys, values = cache.span(index, span, length)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=step.decode_mask)
-        if step.decode_rows is not None:
-            out = out.index_select(0, step.decode_rows)
+        if decode.rows is not None:  # holes in the span: scatter into cache-row order
+            q = q.new_zeros(decode.span, *q.shape[1:]).index_copy_(0, decode.rows, q)
+        keys, values = cache.span(index, decode.span, decode.mask.shape[-1])
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=decode.mask)
+        if decode.rows is not None:
+            out = out.index_select(0, decode.rows)
         return out.reshape(-1, self.num_heads, self.head_dim)
 
     def _prefill_attention(self, index, q, span: PrefillSpan, cache: KVCache) -> torch.Tensor:

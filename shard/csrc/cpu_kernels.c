@@ -1,0 +1,122 @@
+/* sluice's CPU kernels, compiled at shard start by shard/models/cpu_kernels.py
+ * (gcc -O3 -march=native -fopenmp) and called through ctypes on torch tensors' memory.
+ *
+ * decode_attention: one decode token per request attends over its own slot of the KV
+ * cache, in one parallel pass over every (token, kv head) pair. torch's SDPA over a
+ * padded, masked view costs 3-4x more here because each pair is a tiny GEMM with its own
+ * setup. Each pair's result depends only on its own row, so batching never changes it.
+ * Accumulation is in fp32 whatever the storage type.
+ */
+#ifndef __AVX512F__
+#error "sluice's CPU kernels need AVX-512; the shard falls back to torch's ops"
+#endif
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_GROUP 16
+#define MAX_HEAD_DIM 256
+
+static inline __m512 load16_bf16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+static inline __m512 load16_f32(const float *p) { return _mm512_loadu_ps(p); }
+
+static inline uint16_t f32_to_bf16(float f) {   /* round to nearest even, as torch does */
+    union { uint32_t u; float f; } v; v.f = f;
+    if ((v.u & 0x7fffffff) > 0x7f800000) return (uint16_t)((v.u >> 16) | 64);
+    v.u += 0x7fff + ((v.u >> 16) & 1);
+    return (uint16_t)(v.u >> 16);
+}
+static inline float bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v; v.u = (uint32_t)h << 16; return v.f;
+}
+static inline float ident(float x) { return x; }
+
+/* exp(x) for x <= 0, vectorised: 2^n * p(r), |error| ~1 ulp. */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), 0);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static void softmax_rows(float *scores, int64_t group, int64_t len, int64_t stride) {
+    for (int64_t g = 0; g < group; g++) {
+        float *s = scores + g * stride, top = -INFINITY;
+        for (int64_t t = 0; t < len; t++) top = s[t] > top ? s[t] : top;
+        __m512 sum = _mm512_setzero_ps(), vtop = _mm512_set1_ps(top);
+        for (int64_t t = 0; t < stride; t += 16) {   /* stride: len rounded up to 16 */
+            __mmask16 m = len - t >= 16 ? 0xffff : (__mmask16)((1u << (len - t)) - 1);
+            __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_loadu_ps(s + t), vtop)));
+            _mm512_storeu_ps(s + t, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sum));
+        for (int64_t t = 0; t < stride; t += 16)
+            _mm512_storeu_ps(s + t, _mm512_mul_ps(_mm512_loadu_ps(s + t), inv));
+    }
+}
+
+#define DEFINE_DECODE(NAME, T, LOAD16, TO_F32, FROM_F32)                                     \
+void NAME(const T *q, const T *keys, const T *values, T *out, const int64_t *slots,          \
+          const int64_t *lengths, int64_t num_tokens, int64_t num_heads, int64_t num_kv_heads, \
+          int64_t head_dim, int64_t slot_stride, int64_t head_stride, float scale) {          \
+    const int64_t group = num_heads / num_kv_heads, vecs = head_dim / 16;                     \
+    _Pragma("omp parallel for schedule(dynamic, 1)")                                          \
+    for (int64_t task = 0; task < num_tokens * num_kv_heads; task++) {                        \
+        const int64_t n = task / num_kv_heads, h = task % num_kv_heads, len = lengths[n];     \
+        const int64_t stride = (len + 15) / 16 * 16;                                          \
+        const T *k = keys + slots[n] * slot_stride + h * head_stride;                         \
+        const T *v = values + slots[n] * slot_stride + h * head_stride;                       \
+        const T *qh = q + (n * num_heads + h * group) * head_dim;                             \
+        __m512 qv[MAX_GROUP][MAX_HEAD_DIM / 16], acc[MAX_GROUP][MAX_HEAD_DIM / 16];           \
+        float *scores = aligned_alloc(64, sizeof(float) * group * stride);                    \
+        for (int64_t g = 0; g < group; g++)                                                   \
+            for (int64_t i = 0; i < vecs; i++)                                                \
+                qv[g][i] = _mm512_mul_ps(LOAD16(qh + g * head_dim + 16 * i),                  \
+                                         _mm512_set1_ps(scale));                              \
+        for (int64_t t = 0; t < len; t++) {                                                   \
+            __m512 kv[MAX_HEAD_DIM / 16];                                                     \
+            for (int64_t i = 0; i < vecs; i++) kv[i] = LOAD16(k + t * head_dim + 16 * i);     \
+            for (int64_t g = 0; g < group; g++) {                                             \
+                __m512 s = _mm512_mul_ps(qv[g][0], kv[0]);                                    \
+                for (int64_t i = 1; i < vecs; i++) s = _mm512_fmadd_ps(qv[g][i], kv[i], s);   \
+                scores[g * stride + t] = _mm512_reduce_add_ps(s);                             \
+            }                                                                                 \
+        }                                                                                     \
+        softmax_rows(scores, group, len, stride);                                             \
+        for (int64_t g = 0; g < group; g++)                                                   \
+            for (int64_t i = 0; i < vecs; i++) acc[g][i] = _mm512_setzero_ps();               \
+        for (int64_t t = 0; t < len; t++) {                                                   \
+            __m512 vv[MAX_HEAD_DIM / 16];                                                     \
+            for (int64_t i = 0; i < vecs; i++) vv[i] = LOAD16(v + t * head_dim + 16 * i);     \
+            for (int64_t g = 0; g < group; g++) {                                             \
+                const __m512 p = _mm512_set1_ps(scores[g * stride + t]);                      \
+                for (int64_t i = 0; i < vecs; i++) acc[g][i] = _mm512_fmadd_ps(p, vv[i], acc[g][i]); \
+            }                                                                                 \
+        }                                                                                     \
+        T *o = out + (n * num_heads + h * group) * head_dim;                                  \
+        for (int64_t g = 0; g < group; g++)                                                   \
+            for (int64_t i = 0; i < vecs; i++) {                                              \
+                float tmp[16];                                                                \
+                _mm512_storeu_ps(tmp, acc[g][i]);                                             \
+                for (int j = 0; j < 16; j++) o[g * head_dim + 16 * i + j] = FROM_F32(tmp[j]); \
+            }                                                                                 \
+        free(scores);                                                                         \
+    }                                                                                         \
+}
+
+DEFINE_DECODE(decode_attention_bf16, uint16_t, load16_bf16, bf16_to_f32, f32_to_bf16)
+DEFINE_DECODE(decode_attention_f32, float, load16_f32, ident, ident)

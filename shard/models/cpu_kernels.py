@@ -1,0 +1,98 @@
+"""sluice's own CPU kernels (shard/csrc/cpu_kernels.c): compiled once per source, compiler
+and CPU into the cache directory, loaded with ctypes, called on tensors' memory.
+
+Compiling takes under a second with the system's gcc. Where there is no compiler, or the
+CPU lacks AVX-512, `load()` returns None and the model keeps to torch's ops.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "cpu_kernels.c"
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+MAX_GROUP, MAX_HEAD_DIM = 16, 256     # as in the C source
+
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+_DECODE_ARGS = [_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F]
+
+
+class CpuKernels:
+    def __init__(self, library: ctypes.CDLL):
+        self._decode = {torch.bfloat16: library.decode_attention_bf16,
+                        torch.float32: library.decode_attention_f32}
+        for function in self._decode.values():
+            function.argtypes, function.restype = _DECODE_ARGS, None
+
+    @staticmethod
+    def supports(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> bool:
+        return (dtype in (torch.bfloat16, torch.float32) and num_heads % num_kv_heads == 0
+                and num_heads // num_kv_heads <= MAX_GROUP
+                and head_dim % 16 == 0 and head_dim <= MAX_HEAD_DIM)
+
+    def decode_attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                         slots: torch.Tensor, lengths: torch.Tensor, out: torch.Tensor) -> None:
+        """q, out: [tokens, heads, dim]; keys/values: one layer's cache [slots, kv heads, len,
+        dim]; token i attends to positions [0, lengths[i]) of slot slots[i]."""
+        q, slots, lengths = q.contiguous(), slots.contiguous().long(), lengths.contiguous().long()
+        if not out.is_contiguous() or out.shape != q.shape or out.dtype != q.dtype:
+            raise ValueError("decode_attention needs a contiguous output shaped like q")
+        if keys.stride()[2:] != (q.shape[2], 1) or keys.stride() != values.stride():
+            raise ValueError("decode_attention needs each cache position's head_dim contiguous")
+        num_tokens, num_heads, head_dim = q.shape
+        self._decode[q.dtype](
+            q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), slots.data_ptr(),
+            lengths.data_ptr(), num_tokens, num_heads, keys.shape[1], head_dim,
+            keys.stride(0), keys.stride(1), head_dim ** -0.5)
+
+
+def load(cache_dir: str | os.PathLike) -> CpuKernels | None:
+    compiler = shutil.which(os.environ.get("CC", "gcc"))
+    if compiler is None:
+        log.info("no C compiler found: using torch's ops for attention")
+        return None
+    try:
+        return CpuKernels(ctypes.CDLL(str(_build(compiler, Path(cache_dir)))))
+    except (OSError, subprocess.CalledProcessError) as error:
+        log.warning("sluice's CPU kernels are unavailable, using torch's ops: %s %s", error,
+                    getattr(error, "stderr", "") or "")
+        return None
+
+
+def _build(compiler: str, cache_dir: Path) -> Path:
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode()
+                         + _cpu_identity().encode()).hexdigest()[:16]
+    target = cache_dir / "kernels" / f"cpu_kernels-{key}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: shards starting together never load a half file.
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        subprocess.run([compiler, *FLAGS, "-o", str(built), str(SOURCE), "-lm"], check=True,
+                       capture_output=True, text=True)
+        built.replace(target)
+    log.info("compiled sluice's CPU kernels into %s", target)
+    return target
+
+
+def _cpu_identity() -> str:
+    """-march=native code is only valid on the CPU it was built for."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
