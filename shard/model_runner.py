@@ -66,8 +66,9 @@ class ModelRunner:
             sample_rows.append(len(logits_rows) - 1 if chunk.samples else None)
         tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)
         positions = tensor(positions)
-        kv_rows = self.cache.rows(tensor(slot_ids), positions)
-        step = StepInputs(tensor(input_ids), positions, kv_rows, len(decode),
+        slot_ids = tensor(slot_ids)
+        step = StepInputs(tensor(input_ids), positions, slot_ids,
+                          self.cache.rows(slot_ids, positions), len(decode),
                           tuple(c.seq.slot for c in decode), tuple(c.start for c in decode),
                           tuple(spans), tensor(logits_rows))
         return step, sample_rows, prompt_rows

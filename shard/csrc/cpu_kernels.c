@@ -6,6 +6,8 @@
  * padded, masked view costs 3-4x more here because each pair is a tiny GEMM with its own
  * setup. Each pair's result depends only on its own row, so batching never changes it.
  * Accumulation is in fp32 whatever the storage type.
+ *
+ * rope_write, add_rms_norm, silu_mul: a decoder layer's element-wise steps, fused (below).
  */
 #ifndef __AVX512F__
 #error "sluice's CPU kernels need AVX-512; the shard falls back to torch's ops"
@@ -120,3 +122,84 @@ void NAME(const T *q, const T *keys, const T *values, T *out, const int64_t *slo
 
 DEFINE_DECODE(decode_attention_bf16, uint16_t, load16_bf16, bf16_to_f32, f32_to_bf16)
 DEFINE_DECODE(decode_attention_f32, float, load16_f32, ident, ident)
+
+/* Element-wise kernels: each fuses what torch runs as 3-6 separate ops (each its own
+ * parallel region and pass over memory). In bfloat16 every step rounds to bfloat16 as
+ * torch's own ops do, so rotary and the KV write are bit-identical to the torch path. */
+#define R(x) round_bf16(x)
+static inline float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+/* Rotary on one head: out = x * cos + rotate_half(x) * sin. */
+#define DEFINE_ROTATE(NAME, T, TO_F32, FROM_F32, ROUND)                                      \
+static inline void NAME(const T *x, const T *cos, const T *sin, T *out, int64_t dim) {      \
+    const int64_t half = dim / 2;                                                            \
+    for (int64_t i = 0; i < dim; i++) {                                                      \
+        const float rotated = i < half ? -TO_F32(x[i + half]) : TO_F32(x[i - half]);         \
+        out[i] = FROM_F32(ROUND(ROUND(TO_F32(x[i]) * TO_F32(cos[i]))                         \
+                                + ROUND(rotated * TO_F32(sin[i]))));                         \
+    }                                                                                        \
+}
+DEFINE_ROTATE(rotate_bf16, uint16_t, bf16_to_f32, f32_to_bf16, R)
+DEFINE_ROTATE(rotate_f32, float, ident, ident, ident)
+
+/* qkv: [tokens, (heads + 2 kv heads) * dim]. Writes rotated q to q_out [tokens, heads, dim],
+ * rotated k and plain v to the cache at (slots[t], kv head, positions[t]). */
+#define DEFINE_ROPE_WRITE(NAME, T, ROTATE)                                                   \
+void NAME(const T *qkv, const T *cos, const T *sin, T *q_out, T *keys, T *values,           \
+          const int64_t *slots, const int64_t *positions, int64_t num_tokens,               \
+          int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t slot_stride,    \
+          int64_t head_stride) {                                                             \
+    const int64_t width = (num_heads + 2 * num_kv_heads) * head_dim;                         \
+    _Pragma("omp parallel for if (num_tokens > 1)")                                          \
+    for (int64_t t = 0; t < num_tokens; t++) {                                               \
+        const T *row = qkv + t * width, *c = cos + t * head_dim, *s = sin + t * head_dim;    \
+        for (int64_t h = 0; h < num_heads; h++)                                              \
+            ROTATE(row + h * head_dim, c, s, q_out + (t * num_heads + h) * head_dim, head_dim); \
+        const int64_t base = slots[t] * slot_stride + positions[t] * head_dim;               \
+        for (int64_t h = 0; h < num_kv_heads; h++) {                                         \
+            ROTATE(row + (num_heads + h) * head_dim, c, s, keys + base + h * head_stride,    \
+                   head_dim);                                                                \
+            memcpy(values + base + h * head_stride,                                          \
+                   row + (num_heads + num_kv_heads + h) * head_dim, sizeof(T) * head_dim);   \
+        }                                                                                    \
+    }                                                                                        \
+}
+DEFINE_ROPE_WRITE(rope_write_bf16, uint16_t, rotate_bf16)
+DEFINE_ROPE_WRITE(rope_write_f32, float, rotate_f32)
+
+/* hidden += delta (when delta is given), then out = rms_norm(hidden) * weight. */
+#define DEFINE_ADD_RMS_NORM(NAME, T, TO_F32, FROM_F32, ROUND)                                \
+void NAME(T *hidden, const T *delta, const T *weight, T *out, int64_t num_tokens,            \
+          int64_t width, float eps) {                                                        \
+    _Pragma("omp parallel for if (num_tokens > 1)")                                          \
+    for (int64_t t = 0; t < num_tokens; t++) {                                               \
+        T *h = hidden + t * width;                                                           \
+        float sum = 0.f;                                                                     \
+        for (int64_t i = 0; i < width; i++) {                                                \
+            const float x = delta ? ROUND(TO_F32(h[i]) + TO_F32(delta[t * width + i]))       \
+                                  : TO_F32(h[i]);                                            \
+            h[i] = FROM_F32(x);                                                              \
+            sum += x * x;                                                                    \
+        }                                                                                    \
+        const float rstd = 1.f / sqrtf(sum / (float)width + eps);                            \
+        for (int64_t i = 0; i < width; i++)                                                  \
+            out[t * width + i] = FROM_F32(ROUND(TO_F32(h[i]) * rstd) * TO_F32(weight[i]));   \
+    }                                                                                        \
+}
+DEFINE_ADD_RMS_NORM(add_rms_norm_bf16, uint16_t, bf16_to_f32, f32_to_bf16, R)
+DEFINE_ADD_RMS_NORM(add_rms_norm_f32, float, ident, ident, ident)
+
+/* gate_up: [tokens, 2 * width] -> out: [tokens, width] = silu(gate) * up. */
+#define DEFINE_SILU_MUL(NAME, T, TO_F32, FROM_F32, ROUND)                                    \
+void NAME(const T *gate_up, T *out, int64_t num_tokens, int64_t width) {                     \
+    _Pragma("omp parallel for if (num_tokens > 1)")                                          \
+    for (int64_t t = 0; t < num_tokens; t++) {                                               \
+        const T *gate = gate_up + t * 2 * width, *up = gate + width;                         \
+        for (int64_t i = 0; i < width; i++) {                                                \
+            const float g = TO_F32(gate[i]);                                                 \
+            out[t * width + i] = FROM_F32(ROUND(g / (1.f + expf(-g))) * TO_F32(up[i]));      \
+        }                                                                                    \
+    }                                                                                        \
+}
+DEFINE_SILU_MUL(silu_mul_bf16, uint16_t, bf16_to_f32, f32_to_bf16, R)
+DEFINE_SILU_MUL(silu_mul_f32, float, ident, ident, ident)

@@ -21,19 +21,28 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "cpu_kernels.c"
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+# No contraction into FMAs: the element-wise kernels round exactly as torch's separate ops.
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC")
 MAX_GROUP, MAX_HEAD_DIM = 16, 256     # as in the C source
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-_DECODE_ARGS = [_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F]
+_SIGNATURES = {
+    "decode_attention": [_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F],
+    "rope_write": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I],
+    "add_rms_norm": [_P, _P, _P, _P, _I, _I, _F],
+    "silu_mul": [_P, _P, _I, _I],
+}
+_SUFFIXES = {torch.bfloat16: "bf16", torch.float32: "f32"}
 
 
 class CpuKernels:
     def __init__(self, library: ctypes.CDLL):
-        self._decode = {torch.bfloat16: library.decode_attention_bf16,
-                        torch.float32: library.decode_attention_f32}
-        for function in self._decode.values():
-            function.argtypes, function.restype = _DECODE_ARGS, None
+        self._functions = {}
+        for name, argtypes in _SIGNATURES.items():
+            for dtype, suffix in _SUFFIXES.items():
+                function = getattr(library, f"{name}_{suffix}")
+                function.argtypes, function.restype = argtypes, None
+                self._functions[name, dtype] = function
 
     @staticmethod
     def supports(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> bool:
@@ -51,7 +60,7 @@ class CpuKernels:
         if keys.stride()[2:] != (q.shape[2], 1) or keys.stride() != values.stride():
             raise ValueError("decode_attention needs each cache position's head_dim contiguous")
         num_tokens, num_heads, head_dim = q.shape
-        self._decode[q.dtype](
+        self._functions["decode_attention", q.dtype](
             q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), slots.data_ptr(),
             lengths.data_ptr(), num_tokens, num_heads, keys.shape[1], head_dim,
             keys.stride(0), keys.stride(1), head_dim ** -0.5)
@@ -96,3 +105,35 @@ def _cpu_identity() -> str:
         return "".join(sorted(set(lines)))
     except OSError:
         return platform.processor()
+
+
+class KernelOps:
+    """A decoder layer's element-wise steps through the compiled kernels; same interface
+    as layer_ops.TorchOps. Tensors must be contiguous, as the model's own are."""
+
+    def __init__(self, kernels: CpuKernels, eps: float):
+        self._call = kernels._functions
+        self.eps = eps
+
+    def rms_norm(self, hidden, delta, weight):
+        out = torch.empty_like(hidden)
+        self._call["add_rms_norm", hidden.dtype](
+            hidden.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(),
+            out.data_ptr(), hidden.shape[0], hidden.shape[1], self.eps)
+        return out
+
+    def silu_mul(self, gate_up):
+        out = gate_up.new_empty(gate_up.shape[0], gate_up.shape[1] // 2)
+        self._call["silu_mul", gate_up.dtype](gate_up.data_ptr(), out.data_ptr(),
+                                              out.shape[0], out.shape[1])
+        return out
+
+    def rope_write(self, qkv, cos, sin, cache, layer, step, num_heads):
+        keys, values = cache.layer(layer)
+        num_tokens, (num_kv_heads, head_dim) = qkv.shape[0], keys.shape[1::2]
+        q = qkv.new_empty(num_tokens, num_heads, head_dim)
+        self._call["rope_write", qkv.dtype](
+            qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), q.data_ptr(), keys.data_ptr(),
+            values.data_ptr(), step.slot_ids.data_ptr(), step.positions.data_ptr(), num_tokens,
+            num_heads, num_kv_heads, head_dim, keys.stride(0), keys.stride(1))
+        return q

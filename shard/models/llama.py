@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from shard.kv_cache import KVCache
-from shard.models.cpu_kernels import CpuKernels
+from shard.models.cpu_kernels import CpuKernels, KernelOps
+from shard.models.layer_ops import TorchOps
 from shard.models.linear import Linear
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
@@ -32,6 +33,7 @@ class StepInputs:
     """Tensors for one forward. Rows [0, num_decode) are decode tokens, one per request."""
     input_ids: torch.Tensor        # [T]
     positions: torch.Tensor        # [T]
+    slot_ids: torch.Tensor         # [T] cache slot of each token
     kv_rows: torch.Tensor          # [T * kv heads] where each token's K/V go (KVCache.rows)
     num_decode: int
     decode_slots: tuple[int, ...]  # cache slot of each decode token, ascending
@@ -98,6 +100,7 @@ class LlamaModel:
         supported = kernels is not None and device.type == "cpu" and kernels.supports(
             self.num_heads, self.num_kv_heads, self.head_dim, dtype)
         self.kernels = kernels if supported else None
+        self.ops = KernelOps(kernels, self.eps) if supported else TorchOps(self.eps)
 
     def _load_weights(self, model, lm_head, dtype, device, max_int4_rows) -> None:
         def v(w):
@@ -128,17 +131,11 @@ class LlamaModel:
         return (rotary.inv_freq.detach().float().to(device), float(rotary.attention_scaling))
 
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos and sin, [T, head_dim] each, shared by every layer of the step."""
         inv_freq, scaling = self.rope
         freqs = positions.float()[:, None] * inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return ((emb.cos() * scaling).to(dtype)[:, None, :],
-                (emb.sin() * scaling).to(dtype)[:, None, :])
-
-    @staticmethod
-    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+        return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
 
     @torch.inference_mode()
     def forward(self, step: StepInputs, cache: KVCache) -> torch.Tensor:
@@ -149,27 +146,21 @@ class LlamaModel:
         if step.num_decode:
             layout = SlotLengths if self.kernels else MaskedSpan
             decode = layout.of(step, self.device)
-        for index, weights in enumerate(self.layers):
-            hidden = hidden + self._attention(index, weights, hidden, step, decode, cache,
-                                              cos, sin)
-            x = F.rms_norm(hidden, (hidden.shape[-1],), weights.post_norm, self.eps)
-            gate, up = weights.gate_up(x).chunk(2, dim=-1)
-            hidden = hidden + weights.down(F.silu(gate) * up)
-        hidden = hidden[step.logits_rows]
-        return F.rms_norm(hidden, (hidden.shape[-1],), self.final_norm, self.eps)
+        ops = self.ops
+        x = ops.rms_norm(hidden, None, self.layers[0].in_norm)
+        next_norms = [layer.in_norm for layer in self.layers[1:]] + [self.final_norm]
+        for index, (weights, next_norm) in enumerate(zip(self.layers, next_norms)):
+            q = ops.rope_write(weights.qkv(x), cos, sin, cache, index, step, self.num_heads)
+            attention = self._attention(index, q, step, decode, cache)
+            x = ops.rms_norm(hidden, weights.o(attention.view(q.shape[0], -1)), weights.post_norm)
+            mlp = weights.down(ops.silu_mul(weights.gate_up(x)))
+            x = ops.rms_norm(hidden, mlp, next_norm)   # the next layer's input norm, or the final
+        return x[step.logits_rows]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
 
-    def _attention(self, index, weights, hidden, step, decode, cache, cos, sin) -> torch.Tensor:
-        x = F.rms_norm(hidden, (hidden.shape[-1],), weights.in_norm, self.eps)
-        qkv = weights.qkv(x)
-        num_q, num_kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q = qkv[:, :num_q].view(-1, self.num_heads, self.head_dim)
-        k = qkv[:, num_q:num_q + num_kv].view(-1, self.num_kv_heads, self.head_dim)
-        v = qkv[:, num_q + num_kv:].view(-1, self.num_kv_heads, self.head_dim)
-        q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-        cache.write(index, step.kv_rows, k, v)
+    def _attention(self, index, q, step, decode, cache) -> torch.Tensor:
         out = torch.empty_like(q)
         if isinstance(decode, SlotLengths):
             keys, values = cache.layer(index)
@@ -180,7 +171,7 @@ class LlamaModel:
         for span in step.prefills:
             rows = slice(span.offset, span.offset + span.num_tokens)
             out[rows] = self._prefill_attention(index, q[rows], span, cache)
-        return weights.o(out.view(-1, num_q))
+        return out
 
     def _sdpa_decode(self, index, q, decode: MaskedSpan, cache: KVCache) -> torch.Tensor:
         # Fold each KV head's query group into the "query length" axis: plain attention

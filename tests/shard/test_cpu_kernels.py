@@ -63,3 +63,54 @@ def test_unsupported_shapes_fall_back_to_torch(kernels):
     assert not kernels.supports(9, 3, 72, torch.bfloat16)      # head_dim not a multiple of 16
     assert not kernels.supports(64, 2, 64, torch.bfloat16)     # group of 32 queries
     assert not kernels.supports(9, 3, 64, torch.float16)
+
+
+def _step_writing(slots, positions):
+    from types import SimpleNamespace
+    slot_ids, positions = torch.tensor(slots), torch.tensor(positions)
+    return SimpleNamespace(slot_ids=slot_ids, positions=positions, kv_rows=None), slot_ids, positions
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rotary_and_cache_write_are_bit_identical_to_torch(kernels, dtype):
+    from shard.kv_cache import CacheShape, KVCache
+    from shard.models.cpu_kernels import KernelOps
+    from shard.models.layer_ops import TorchOps
+
+    torch.manual_seed(2)
+    shape = CacheShape(num_layers=2, num_slots=4, num_kv_heads=3, max_seq_len=32, head_dim=64)
+    step, slot_ids, positions = _step_writing([2, 0, 0, 3], [7, 0, 1, 31])
+    caches = []
+    for ops in (TorchOps(1e-5), KernelOps(kernels, 1e-5)):
+        cache = KVCache(shape, dtype, torch.device("cpu"))
+        cache.keys.zero_(), cache.values.zero_()
+        step.kv_rows = cache.rows(slot_ids, positions)
+        qkv = torch.randn(4, (9 + 6) * 64, generator=torch.Generator().manual_seed(3)).to(dtype)
+        angles = positions[:, None].float() * torch.rand(32, generator=torch.Generator().manual_seed(4))
+        angles = torch.cat([angles, angles], -1)
+        q = ops.rope_write(qkv, angles.cos().to(dtype), angles.sin().to(dtype), cache, 1, step, 9)
+        caches.append((q, cache.keys[1].clone(), cache.values[1].clone()))
+    for torch_result, kernel_result in zip(*caches):
+        assert torch.equal(torch_result, kernel_result)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_residual_norm_and_silu_match_torch(kernels, dtype):
+    from shard.models.cpu_kernels import KernelOps
+    from shard.models.layer_ops import TorchOps
+
+    torch.manual_seed(5)
+    hidden, delta = torch.randn(5, 576).to(dtype), torch.randn(5, 576).to(dtype)
+    weight, gate_up = torch.rand(576).to(dtype), (3 * torch.randn(5, 2 * 1536)).to(dtype)
+    results = []
+    for ops in (TorchOps(1e-5), KernelOps(kernels, 1e-5)):
+        residual = hidden.clone()
+        results.append((ops.rms_norm(residual, delta, weight), residual,
+                        ops.rms_norm(hidden.clone(), None, weight), ops.silu_mul(gate_up)))
+    (norm, residual, first_norm, silu), (k_norm, k_residual, k_first_norm, k_silu) = results
+    assert torch.equal(residual, k_residual)          # the residual add rounds like torch's
+    # The norm's sum and the kernels' exp run in another order than torch's: within an ulp.
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype is torch.float32 else dict(atol=2e-2, rtol=1e-2)
+    torch.testing.assert_close(k_norm, norm, **tolerance)
+    torch.testing.assert_close(k_first_norm, first_norm, **tolerance)
+    torch.testing.assert_close(k_silu, silu, **tolerance)
