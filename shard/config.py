@@ -12,6 +12,7 @@ DEVICES = ("cpu", "cuda")
 LOAD_FORMATS = ("auto", "dummy")
 QUANTIZE = ("auto", "none", "int4")
 KERNELS = ("auto", "torch")
+SWITCH = ("on", "off")
 
 
 def _default_cache_dir() -> str:
@@ -40,6 +41,9 @@ class ShardConfig:
                          choices=QUANTIZE)
     kernels: str = _opt("auto: sluice's own CPU kernels (compiled with gcc at start) where the "
                         "CPU has AVX-512; torch: torch's ops only", choices=KERNELS)
+    prefix_caching: str = _opt("on: a prompt that starts with tokens another request already "
+                               "computed (a shared system prompt) copies their KV instead of "
+                               "recomputing it", choices=SWITCH)
     hostname: str = _opt("gRPC listen address", env="SHARD_HOSTNAME")
     port: int = _opt("gRPC listen port (0 picks a free one)", env="SHARD_PORT")
     metrics_port: int = _opt("Prometheus /metrics port for this shard (0: off)")
@@ -68,6 +72,9 @@ class ShardConfig:
                 raise ValueError(f"`{name}` must be > 0. Given: {value}")
         if self.waiting_served_ratio < 0:
             raise ValueError("`waiting_served_ratio` must be >= 0")
+        for name, allowed in (("kernels", KERNELS), ("prefix_caching", SWITCH)):
+            if getattr(self, name) not in allowed:  # env values skip argparse's choices
+                raise ValueError(f"`{name}` must be one of {', '.join(allowed)}")
         if self.max_waiting_tokens <= 0:
             raise ValueError("`max_waiting_tokens` must be > 0")
         if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
@@ -75,7 +82,7 @@ class ShardConfig:
 
 
 DEFAULTS = dict(model_id=None, cache_dir=None, load_format="auto", dtype="auto", device="cpu", quantize="auto",
-                kernels="auto",
+                kernels="auto", prefix_caching="on",
                 hostname="127.0.0.1", port=50051, metrics_port=0, max_batch_size=128,
                 max_batch_prefill_tokens=None, max_batch_total_tokens=None,
                 max_total_tokens=None, waiting_served_ratio=0.0, max_waiting_tokens=20,

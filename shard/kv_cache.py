@@ -52,6 +52,11 @@ class KVCache:
         return (self.keys[layer, :num_slots, :, :length],
                 self.values[layer, :num_slots, :, :length])
 
+    def copy_prefix(self, source_slot: int, target_slot: int, num_tokens: int) -> None:
+        """Positions [0, num_tokens) of one slot into another, every layer at once."""
+        for tensor in (self.keys, self.values):
+            tensor[:, target_slot, :, :num_tokens] = tensor[:, source_slot, :, :num_tokens]
+
     def layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.keys[layer], self.values[layer]
 

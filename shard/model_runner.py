@@ -36,6 +36,8 @@ class ModelRunner:
         decode = sorted((c for c in plan.chunks if c.num_tokens == 1), key=lambda c: c.seq.slot)
         prefill = [c for c in plan.chunks if c.num_tokens > 1]
         ordered = decode + prefill
+        for copy in plan.copies:
+            self.cache.copy_prefix(copy.source_slot, copy.target_slot, copy.num_tokens)
         step, sample_rows, prompt_rows = self._build_inputs(decode, prefill)
         hidden = self.model.forward(step, self.cache)
         logits = self.model.logits(hidden)

@@ -17,6 +17,7 @@ from shard.metrics import ShardMetrics
 from shard.model_runner import ModelRunner
 from shard.models import cpu_kernels
 from shard.models.llama import SUPPORTED_MODEL_TYPES, LlamaModel
+from shard.prefix_cache import PrefixIndex
 from shard.scheduler import Scheduler, SchedulerLimits
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ def resolve_dtype(config: ShardConfig, device: torch.device) -> torch.dtype:
         raise ValueError("--dtype bfloat16 is not supported by this GPU; use float16")
     return dtype
 
+
+# Shorter shared prefixes are recomputed: copying them saves too little.
+MIN_PREFIX_TOKENS = 8
 
 # Up to this many rows a step reads the 4-bit weights; above it the bf16 GEMM is faster.
 MAX_INT4_ROWS = 8
@@ -137,7 +141,11 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     limits = SchedulerLimits(config.max_batch_size, budget.max_batch_prefill_tokens,
                              budget.max_batch_total_tokens, budget.max_total_tokens,
                              config.waiting_served_ratio, config.max_waiting_tokens)
-    scheduler = Scheduler(limits, budget.num_slots, eos_ids)
+    prefixes = None
+    if config.prefix_caching == "on":
+        # Keep the int4/GEMM switch out of it: the prompt's last rows run as without reuse.
+        prefixes = PrefixIndex(MIN_PREFIX_TOKENS, model.max_int4_rows + 1)
+    scheduler = Scheduler(limits, budget.num_slots, eos_ids, prefixes)
     runner = ModelRunner(model, cache, device)
     engine = Engine(scheduler, runner, tokenizer, special_token_ids(tokenizer), publish, metrics,
                     model.vocab_size)

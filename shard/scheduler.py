@@ -12,6 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from shard.prefix_cache import PrefixCopy, PrefixIndex
 from shard.sequence import FinishReason, Sequence, SequenceStatus
 from shard.slots import SlotAllocator
 
@@ -45,6 +46,8 @@ class Chunk:
 @dataclass(frozen=True, slots=True)
 class StepPlan:
     chunks: tuple[Chunk, ...]
+    copies: tuple[PrefixCopy, ...] = ()   # cache prefixes to copy before the forward
+    num_cached_tokens: int = 0            # prompt tokens reused (copied or in place)
 
     @property
     def num_tokens(self) -> int:
@@ -52,8 +55,10 @@ class StepPlan:
 
 
 class Scheduler:
-    def __init__(self, limits: SchedulerLimits, num_slots: int, eos_token_ids: frozenset[int]):
+    def __init__(self, limits: SchedulerLimits, num_slots: int, eos_token_ids: frozenset[int],
+                 prefixes: PrefixIndex | None = None):
         self.limits = limits
+        self.prefixes = prefixes
         self.eos_token_ids = eos_token_ids
         self.slots = SlotAllocator(num_slots)
         self.waiting: deque[Sequence] = deque()
@@ -105,12 +110,14 @@ class Scheduler:
             if seq.status is SequenceStatus.PREFILLING and budget > 0:
                 chunks.append(self._prefill_chunk(seq, budget))
                 budget -= chunks[-1].num_tokens
+        copies: list[PrefixCopy] = []
+        admitted = []
         if self._join_allowed():
             while budget > 0 and self._can_admit_next():
-                seq = self._admit(self.waiting.popleft())
-                chunks.append(self._prefill_chunk(seq, budget))
+                admitted.append(self._admit(self.waiting.popleft(), copies))
+                chunks.append(self._prefill_chunk(admitted[-1], budget))
                 budget -= chunks[-1].num_tokens
-        return StepPlan(tuple(chunks))
+        return StepPlan(tuple(chunks), tuple(copies), sum(s.num_cached for s in admitted))
 
     def _prefill_chunk(self, seq: Sequence, budget: int) -> Chunk:
         # Feed the prompt; a request whose prompt is done but whose last token has no
@@ -134,8 +141,13 @@ class Scheduler:
         need = self.waiting[0].max_tokens
         return self.num_reserved_tokens + need <= self.limits.max_batch_total_tokens
 
-    def _admit(self, seq: Sequence) -> Sequence:
+    def _admit(self, seq: Sequence, copies: list[PrefixCopy]) -> Sequence:
         seq.slot = self.slots.allocate()
+        copy = self.prefixes.claim(seq, self.running) if self.prefixes else None
+        if copy is not None:
+            seq.num_computed = seq.num_cached = copy.num_tokens
+            if copy.source_slot != copy.target_slot:
+                copies.append(copy)
         seq.first_scheduled_s = time.monotonic()
         seq.status = SequenceStatus.PREFILLING
         self.num_reserved_tokens += seq.max_tokens
@@ -171,4 +183,6 @@ class Scheduler:
         seq.finish_reason = reason
         self.running.remove(seq)
         self.slots.free(seq.slot)
+        if self.prefixes:
+            self.prefixes.retire(seq)
         self.num_reserved_tokens -= seq.max_tokens

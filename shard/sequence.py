@@ -70,6 +70,7 @@ class Sequence:
     output_ids: list[int] = field(default_factory=list)
     slot: int = -1                   # KV cache row, -1 while unallocated
     num_computed: int = 0            # tokens whose KV is in the cache
+    num_cached: int = 0              # of those, copied from another request's prefix
     finish_reason: FinishReason | None = None
     arrival_s: float = field(default_factory=time.monotonic)
     first_scheduled_s: float | None = None

@@ -94,6 +94,7 @@ class LlamaModel:
         self.eps = cfg.rms_norm_eps
         self.max_position = cfg.max_position_embeddings
         self.vocab_size = cfg.vocab_size
+        self.max_int4_rows = max_int4_rows
         self._load_weights(hf_model.model, hf_model.lm_head, dtype, device, max_int4_rows)
         self.rope = self._rope_params(hf_model, device)
         self.device = device

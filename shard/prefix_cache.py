@@ -1,0 +1,66 @@
+"""Prefix reuse across requests, in the slot KV cache. Plain Python, no torch.
+
+A new request whose prompt starts with tokens some slot already holds KV for (a running
+request, or a finished one whose slot has not been reused yet) copies those positions
+instead of computing them: the shared system prompt of a chat, or the same prompt sent
+again. llama.cpp's prompt cache and TGI's prefix caching do the same.
+
+The last `min_recompute` prompt tokens are always computed, so that the token that gives
+the first logits runs through the same kernels as without reuse; the output is the same
+either way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shard.sequence import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCopy:
+    source_slot: int
+    target_slot: int
+    num_tokens: int            # positions [0, num_tokens) are copied
+
+
+class PrefixIndex:
+    def __init__(self, min_tokens: int, min_recompute: int):
+        self.min_tokens = min_tokens
+        self.min_recompute = max(1, min_recompute)
+        self._retired: dict[int, list[int]] = {}    # free slot -> tokens its KV still holds
+
+    def retire(self, seq: Sequence) -> None:
+        """`seq` left its slot: its computed positions stay valid until the slot is reused."""
+        self._retired[seq.slot] = (seq.prompt_ids + seq.output_ids)[:seq.num_computed]
+
+    def claim(self, seq: Sequence, running: list[Sequence]) -> PrefixCopy | None:
+        """Called once `seq` has its slot: how many prompt positions it can take as they are."""
+        own = self._retired.pop(seq.slot, None)
+        if seq.prefill_logprobs:           # every prompt position's logits are wanted
+            return None
+        limit = seq.num_prompt - self.min_recompute
+        best = PrefixCopy(seq.slot, seq.slot, _common_prefix(own, seq.prompt_ids, limit) if own else 0)
+        candidates = [(s.slot, s.prompt_ids + s.output_ids, s.num_computed) for s in running
+                      if s is not seq]
+        candidates += [(slot, tokens, len(tokens)) for slot, tokens in self._retired.items()]
+        for slot, tokens, num_valid in candidates:
+            length = _common_prefix(tokens, seq.prompt_ids, min(limit, num_valid))
+            if length > best.num_tokens:
+                best = PrefixCopy(slot, seq.slot, length)
+        return best if best.num_tokens >= self.min_tokens else None
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    if n <= 0 or a[0] != b[0]:
+        return 0
+    if a[:n] == b[:n]:
+        return n
+    low, high = 1, n             # a[:low] == b[:low], a[:high] != b[:high]
+    while high - low > 1:
+        mid = (low + high) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid
+    return low
