@@ -27,6 +27,8 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
+        kernels = model.kernels
+        self.greedy = kernels.greedy if kernels is not None else None
 
     def forget(self, request_id: str) -> None:
         self._generators.pop(request_id, None)
@@ -81,7 +83,10 @@ class ModelRunner:
         picked = iter(())
         if sampling:
             rows = [self._row_request(c) for c, _ in sampling]
-            sampled = sample(logits[[r for _, r in sampling]], rows)
+            selected = [r for _, r in sampling]
+            # Most steps sample every row: no copy of the [rows, vocab] matrix then.
+            chosen = logits if selected == list(range(logits.shape[0])) else logits[selected]
+            sampled = sample(chosen, rows, self.greedy)
             picked = iter(zip(sampled.token_ids, sampled.logprobs, sampled.top_tokens))
         results = []
         for chunk, row, (first, count) in zip(chunks, sample_rows, prompt_rows):
@@ -101,7 +106,7 @@ class ModelRunner:
         if last <= chunk.start:
             return ()
         targets = torch.tensor(seq.prompt_ids[chunk.start + 1:last + 1], device=logits.device)
-        logprobs = torch.log_softmax(logits[:targets.numel()], dim=-1)
+        logprobs = torch.log_softmax(logits[:targets.numel()].float(), dim=-1)
         return tuple(logprobs.gather(1, targets[:, None])[:, 0].tolist())
 
     def _row_request(self, chunk: Chunk) -> RowRequest:

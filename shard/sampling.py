@@ -6,6 +6,7 @@ whatever else shares the batch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,14 +34,21 @@ class Sampled:
     top_tokens: list[list[tuple[int, float]]]
 
 
-def sample(logits: torch.Tensor, rows: list[RowRequest]) -> Sampled:
+def sample(logits: torch.Tensor, rows: list[RowRequest],
+           greedy: Callable[[torch.Tensor], tuple[list[int], list[float]]] | None = None
+           ) -> Sampled:
+    """`greedy`, where given, picks plain greedy rows in one fused pass (the CPU kernel)."""
     if all(r.params.is_greedy and not _needs_processing(r.params) and not r.top_n_tokens
            for r in rows):
         # The common case: no full log-softmax matrix, only the chosen token's logprob.
+        if greedy is not None:
+            return Sampled(*greedy(logits), [[] for _ in rows])
+        logits = logits.float()
         token_ids = logits.argmax(dim=-1)
         chosen = logits.gather(1, token_ids[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
         return Sampled(token_ids.tolist(), chosen.tolist(), [[] for _ in rows])
     else:
+        logits = logits.float()
         logits = torch.stack([_process_row(logits[i], r) for i, r in enumerate(rows)])
         logprobs = torch.log_softmax(logits, dim=-1)
         token_ids = torch.stack([_choose(logprobs[i], r) for i, r in enumerate(rows)])

@@ -203,3 +203,39 @@ void NAME(const T *gate_up, T *out, int64_t num_tokens, int64_t width) {        
 }
 DEFINE_SILU_MUL(silu_mul_bf16, uint16_t, bf16_to_f32, f32_to_bf16, R)
 DEFINE_SILU_MUL(silu_mul_f32, float, ident, ident, ident)
+
+/* Greedy choice with its logprob, per row of logits [rows, vocab]: the first index of the
+ * largest logit, and -log(sum(exp(logit - max))). Two passes over the row, no softmax matrix. */
+#define DEFINE_GREEDY(NAME, T, LOAD16, TO_F32)                                               \
+void NAME(const T *logits, int64_t num_rows, int64_t vocab, int64_t *token_ids,             \
+          float *logprobs) {                                                                 \
+    _Pragma("omp parallel for if (num_rows > 1)")                                            \
+    for (int64_t r = 0; r < num_rows; r++) {                                                 \
+        const T *row = logits + r * vocab;                                                   \
+        const int64_t whole = vocab / 16 * 16;                                               \
+        __m512 vmax = _mm512_set1_ps(-INFINITY);                                             \
+        for (int64_t i = 0; i < whole; i += 16) vmax = _mm512_max_ps(vmax, LOAD16(row + i));  \
+        float top = _mm512_reduce_max_ps(vmax);                                              \
+        for (int64_t i = whole; i < vocab; i++) top = TO_F32(row[i]) > top ? TO_F32(row[i]) : top; \
+        const __m512 vtop = _mm512_set1_ps(top);                                             \
+        __m512 sum = _mm512_setzero_ps();                                                    \
+        int64_t best = -1;                                                                   \
+        for (int64_t i = 0; i < whole; i += 16) {                                            \
+            const __m512 x = LOAD16(row + i);                                                \
+            if (best < 0) {                                                                  \
+                const __mmask16 hit = _mm512_cmp_ps_mask(x, vtop, _CMP_EQ_OQ);               \
+                if (hit) best = i + __builtin_ctz(hit);                                      \
+            }                                                                                \
+            sum = _mm512_add_ps(sum, exp16(_mm512_sub_ps(x, vtop)));                         \
+        }                                                                                    \
+        float total = _mm512_reduce_add_ps(sum);                                             \
+        for (int64_t i = whole; i < vocab; i++) {                                            \
+            if (best < 0 && TO_F32(row[i]) == top) best = i;                                 \
+            total += expf(TO_F32(row[i]) - top);                                             \
+        }                                                                                    \
+        token_ids[r] = best < 0 ? 0 : best;                                                  \
+        logprobs[r] = -logf(total);                                                          \
+    }                                                                                        \
+}
+DEFINE_GREEDY(greedy_bf16, uint16_t, load16_bf16, bf16_to_f32)
+DEFINE_GREEDY(greedy_f32, float, load16_f32, ident)

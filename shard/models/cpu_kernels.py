@@ -31,6 +31,7 @@ _SIGNATURES = {
     "rope_write": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I],
     "add_rms_norm": [_P, _P, _P, _P, _I, _I, _F],
     "silu_mul": [_P, _P, _I, _I],
+    "greedy": [_P, _I, _I, _P, _P],
 }
 _SUFFIXES = {torch.bfloat16: "bf16", torch.float32: "f32"}
 
@@ -64,6 +65,16 @@ class CpuKernels:
             q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), slots.data_ptr(),
             lengths.data_ptr(), num_tokens, num_heads, keys.shape[1], head_dim,
             keys.stride(0), keys.stride(1), head_dim ** -0.5)
+
+    def greedy(self, logits: torch.Tensor) -> tuple[list[int], list[float]]:
+        """Per row of [rows, vocab] logits: argmax and its log-softmax value."""
+        logits = logits.contiguous()
+        token_ids = torch.empty(logits.shape[0], dtype=torch.long)
+        logprobs = torch.empty(logits.shape[0], dtype=torch.float32)
+        self._functions["greedy", logits.dtype](logits.data_ptr(), logits.shape[0],
+                                                logits.shape[1], token_ids.data_ptr(),
+                                                logprobs.data_ptr())
+        return token_ids.tolist(), logprobs.tolist()
 
 
 def load(cache_dir: str | os.PathLike) -> CpuKernels | None:

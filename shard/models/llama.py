@@ -159,7 +159,8 @@ class LlamaModel:
         return x[step.logits_rows]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        """In the model's dtype; sampling converts to float32 where it needs to."""
+        return self.lm_head(hidden)
 
     def _attention(self, index, q, step, decode, cache) -> torch.Tensor:
         out = torch.empty_like(q)

@@ -114,3 +114,16 @@ def test_fused_residual_norm_and_silu_match_torch(kernels, dtype):
     torch.testing.assert_close(k_norm, norm, **tolerance)
     torch.testing.assert_close(k_first_norm, first_norm, **tolerance)
     torch.testing.assert_close(k_silu, silu, **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_greedy_pick_matches_argmax_and_log_softmax(kernels, dtype):
+    torch.manual_seed(6)
+    logits = (4 * torch.randn(5, 49157)).to(dtype)     # a vocabulary not a multiple of 16
+    logits[1, 49156] = 100                             # the winner in the tail
+    logits[2, 3] = logits[2, 9] = 100                  # a tie: the first index wins
+    token_ids, logprobs = kernels.greedy(logits)
+    assert token_ids == logits.float().argmax(-1).tolist()
+    assert token_ids[1:3] == [49156, 3]
+    expected = torch.log_softmax(logits.double(), -1).gather(1, torch.tensor(token_ids)[:, None])
+    torch.testing.assert_close(torch.tensor(logprobs).double(), expected[:, 0], atol=1e-5, rtol=1e-5)
