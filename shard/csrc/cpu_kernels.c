@@ -239,3 +239,41 @@ void NAME(const T *logits, int64_t num_rows, int64_t vocab, int64_t *token_ids, 
 }
 DEFINE_GREEDY(greedy_bf16, uint16_t, load16_bf16, bf16_to_f32)
 DEFINE_GREEDY(greedy_f32, float, load16_f32, ident)
+
+/* out[m, n] = sum_g scales[n, g] * sum_{i in group g} x[m, i] * q[n, i], for a few rows of x:
+ * an 8-bit weight with one scale per 32 inputs (GGUF's Q8_0, held exactly). One step with
+ * few rows is bound by reading weights, and this reads half the bytes of bfloat16. */
+#define Q8_MAX_ROWS 8
+static inline __m512 load16_i8(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+#define DEFINE_Q8_MATMUL(NAME, T, LOAD16, FROM_F32)                                          \
+void NAME(const T *x, const int8_t *q, const float *scales, T *out, int64_t num_rows,        \
+          int64_t in_features, int64_t out_features) {                                       \
+    const int64_t groups = in_features / 32;                                                 \
+    float *xf = aligned_alloc(64, sizeof(float) * Q8_MAX_ROWS * in_features);               \
+    for (int64_t m = 0; m < num_rows; m++)                                                   \
+        for (int64_t i = 0; i < in_features; i += 16)                                        \
+            _mm512_store_ps(xf + m * in_features + i, LOAD16(x + m * in_features + i));      \
+    _Pragma("omp parallel for schedule(static)")                                             \
+    for (int64_t n = 0; n < out_features; n++) {                                             \
+        const int8_t *row = q + n * in_features;                                             \
+        __m512 acc[Q8_MAX_ROWS];                                                             \
+        for (int64_t m = 0; m < num_rows; m++) acc[m] = _mm512_setzero_ps();                 \
+        for (int64_t g = 0; g < groups; g++) {                                               \
+            const __m512 w0 = load16_i8(row + 32 * g), w1 = load16_i8(row + 32 * g + 16);    \
+            const __m512 scale = _mm512_set1_ps(scales[n * groups + g]);                     \
+            for (int64_t m = 0; m < num_rows; m++) {                                         \
+                const float *xm = xf + m * in_features + 32 * g;                             \
+                const __m512 part = _mm512_fmadd_ps(_mm512_load_ps(xm + 16), w1,            \
+                                                    _mm512_mul_ps(_mm512_load_ps(xm), w0));  \
+                acc[m] = _mm512_fmadd_ps(part, scale, acc[m]);                               \
+            }                                                                                \
+        }                                                                                    \
+        for (int64_t m = 0; m < num_rows; m++)                                               \
+            out[m * out_features + n] = FROM_F32(_mm512_reduce_add_ps(acc[m]));              \
+    }                                                                                        \
+    free(xf);                                                                                \
+}
+DEFINE_Q8_MATMUL(q8_matmul_bf16, uint16_t, load16_bf16, f32_to_bf16)
+DEFINE_Q8_MATMUL(q8_matmul_f32, float, load16_f32, ident)

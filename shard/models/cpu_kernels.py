@@ -14,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "cpu_kernels.c"
 # No contraction into FMAs: the element-wise kernels round exactly as torch's separate ops.
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC")
-MAX_GROUP, MAX_HEAD_DIM = 16, 256     # as in the C source
+MAX_GROUP, MAX_HEAD_DIM, Q8_MAX_ROWS = 16, 256, 8     # as in the C source
+Q8_GROUP_SIZE = 32
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 _SIGNATURES = {
@@ -32,6 +34,7 @@ _SIGNATURES = {
     "add_rms_norm": [_P, _P, _P, _P, _I, _I, _F],
     "silu_mul": [_P, _P, _I, _I],
     "greedy": [_P, _I, _I, _P, _P],
+    "q8_matmul": [_P, _P, _P, _P, _I, _I, _I],
 }
 _SUFFIXES = {torch.bfloat16: "bf16", torch.float32: "f32"}
 
@@ -75,6 +78,39 @@ class CpuKernels:
                                                 logits.shape[1], token_ids.data_ptr(),
                                                 logprobs.data_ptr())
         return token_ids.tolist(), logprobs.tolist()
+
+
+    def q8_matmul(self, x: torch.Tensor, weight: Q8Weight) -> torch.Tensor:
+        """x [rows <= Q8_MAX_ROWS, in] times an exact 8-bit copy of a weight [out, in]."""
+        rows, in_features = x.shape
+        if rows > Q8_MAX_ROWS:
+            raise ValueError(f"q8_matmul takes at most {Q8_MAX_ROWS} rows")
+        x = x.contiguous()
+        out = x.new_empty(rows, weight.values.shape[0])
+        self._functions["q8_matmul", x.dtype](
+            x.data_ptr(), weight.values.data_ptr(), weight.scales.data_ptr(), out.data_ptr(),
+            rows, in_features, out.shape[1])
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Q8Weight:
+    values: torch.Tensor        # int8 [out, in]
+    scales: torch.Tensor        # float32 [out, in / 32]
+
+    @classmethod
+    def exact(cls, weight: torch.Tensor) -> Q8Weight | None:
+        """The 8-bit form of a weight that is on an 8-bit grid per 32 inputs already (it
+        came from GGUF Q8_0), or None: this copy never changes a result."""
+        if weight.dim() != 2 or weight.shape[1] % Q8_GROUP_SIZE:
+            return None
+        groups = weight.detach().float().view(weight.shape[0], -1, Q8_GROUP_SIZE)
+        scales = groups.abs().amax(-1, keepdim=True) / 127
+        values = torch.round(groups / scales.clamp_min(torch.finfo(torch.float32).tiny))
+        if not torch.equal(values * scales, groups):
+            return None
+        return cls(values.to(torch.int8).view(weight.shape).contiguous(),
+                   scales[..., 0].contiguous())
 
 
 def load(cache_dir: str | os.PathLike) -> CpuKernels | None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from shard.kv_cache import KVCache
-from shard.models.cpu_kernels import CpuKernels, KernelOps
+from shard.models.cpu_kernels import Q8_MAX_ROWS, CpuKernels, KernelOps, Q8Weight
 from shard.models.layer_ops import TorchOps
 from shard.models.linear import Linear
 
@@ -102,6 +102,11 @@ class LlamaModel:
             self.num_heads, self.num_kv_heads, self.head_dim, dtype)
         self.kernels = kernels if supported else None
         self.ops = KernelOps(kernels, self.eps) if supported else TorchOps(self.eps)
+        # Few-row steps read compact weights (see Linear); the embeddings the lm_head is
+        # tied to come as GGUF Q8_0, which an 8-bit copy holds exactly.
+        self.lm_head_q8 = None
+        if self.kernels is not None and max_int4_rows:
+            self.lm_head_q8 = Q8Weight.exact(hf_model.lm_head.weight)
 
     def _load_weights(self, model, lm_head, dtype, device, max_int4_rows) -> None:
         def v(w):
@@ -160,6 +165,8 @@ class LlamaModel:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """In the model's dtype; sampling converts to float32 where it needs to."""
+        if self.lm_head_q8 is not None and hidden.shape[0] <= min(self.max_int4_rows, Q8_MAX_ROWS):
+            return self.kernels.q8_matmul(hidden, self.lm_head_q8)
         return self.lm_head(hidden)
 
     def _attention(self, index, q, step, decode, cache) -> torch.Tensor:

@@ -127,3 +127,21 @@ def test_greedy_pick_matches_argmax_and_log_softmax(kernels, dtype):
     assert token_ids[1:3] == [49156, 3]
     expected = torch.log_softmax(logits.double(), -1).gather(1, torch.tensor(token_ids)[:, None])
     torch.testing.assert_close(torch.tensor(logprobs).double(), expected[:, 0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_q8_matmul_equals_the_weight_it_holds_exactly(kernels, dtype):
+    from shard.models.cpu_kernels import Q8Weight
+
+    torch.manual_seed(7)
+    values = torch.randint(-127, 128, (300, 96)).float()
+    values[:, ::32] = 127                               # every group reaches the grid's end
+    scales = (torch.rand(300, 3) / 100).half().float().repeat_interleave(32, 1)  # fp16, as GGUF
+    weight = values * scales                            # as GGUF Q8_0 dequantizes
+    q8 = Q8Weight.exact(weight)
+    assert q8 is not None and Q8Weight.exact(weight + 1e-4) is None
+    for rows in (1, 3, 8):
+        x = torch.randn(rows, 96).to(dtype)
+        expected = x.double() @ weight.double().T
+        torch.testing.assert_close(kernels.q8_matmul(x, q8).double(), expected,
+                                   atol=1e-4 if dtype is torch.float32 else 2e-2, rtol=1e-2)
