@@ -20,6 +20,7 @@
 
 #define MAX_GROUP 16
 #define MAX_HEAD_DIM 256
+#define PREFETCH_ROWS 8
 
 static inline __m512 load16_bf16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(
@@ -38,7 +39,7 @@ static inline float bf16_to_f32(uint16_t h) {
 }
 static inline float ident(float x) { return x; }
 
-/* exp(x) for x <= 0, vectorised: 2^n * p(r), |error| ~1 ulp. */
+/* exp(x), vectorised: 2^n * p(r), |error| ~1 ulp; 0 below -87, inf above ~88. */
 static inline __m512 exp16(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), 0);
@@ -53,6 +54,20 @@ static inline __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
     return _mm512_scalef_ps(p, n);
 }
+
+/* Round 16 floats to bfloat16 precision (nearest even), kept as floats. */
+static inline __m512 round16_bf16(__m512 x) {
+    __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    return _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000)));
+}
+static inline __m512 round16_none(__m512 x) { return x; }
+static inline void store16_bf16(uint16_t *p, __m512 x) {
+    const __m512i u = _mm512_srli_epi32(_mm512_castps_si512(round16_bf16(x)), 16);
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(u));
+}
+static inline void store16_f32(float *p, __m512 x) { _mm512_storeu_ps(p, x); }
 
 static void softmax_rows(float *scores, int64_t group, int64_t len, int64_t stride) {
     for (int64_t g = 0; g < group; g++) {
@@ -91,6 +106,11 @@ void NAME(const T *q, const T *keys, const T *values, T *out, const int64_t *slo
                                          _mm512_set1_ps(scale));                              \
         for (int64_t t = 0; t < len; t++) {                                                   \
             __m512 kv[MAX_HEAD_DIM / 16];                                                     \
+            /* Cold cache rows: ask for the next keys and this row's values early. */         \
+            for (int64_t b = 0; b < (int64_t)sizeof(T) * head_dim; b += 64) {                 \
+                _mm_prefetch((const char *)(k + (t + PREFETCH_ROWS) * head_dim) + b, _MM_HINT_T0); \
+                _mm_prefetch((const char *)(v + t * head_dim) + b, _MM_HINT_T0);              \
+            }                                                                                 \
             for (int64_t i = 0; i < vecs; i++) kv[i] = LOAD16(k + t * head_dim + 16 * i);     \
             for (int64_t g = 0; g < group; g++) {                                             \
                 __m512 s = _mm512_mul_ps(qv[g][0], kv[0]);                                    \
@@ -167,42 +187,50 @@ void NAME(const T *qkv, const T *cos, const T *sin, T *q_out, T *keys, T *values
 DEFINE_ROPE_WRITE(rope_write_bf16, uint16_t, rotate_bf16)
 DEFINE_ROPE_WRITE(rope_write_f32, float, rotate_f32)
 
-/* hidden += delta (when delta is given), then out = rms_norm(hidden) * weight. */
-#define DEFINE_ADD_RMS_NORM(NAME, T, TO_F32, FROM_F32, ROUND)                                \
+/* hidden += delta (when delta is given), then out = rms_norm(hidden) * weight.
+ * width must be a multiple of 16. */
+#define DEFINE_ADD_RMS_NORM(NAME, T, LOAD16, STORE16, ROUND16)                               \
 void NAME(T *hidden, const T *delta, const T *weight, T *out, int64_t num_tokens,            \
           int64_t width, float eps) {                                                        \
     _Pragma("omp parallel for if (num_tokens > 1)")                                          \
     for (int64_t t = 0; t < num_tokens; t++) {                                               \
         T *h = hidden + t * width;                                                           \
-        float sum = 0.f;                                                                     \
-        for (int64_t i = 0; i < width; i++) {                                                \
-            const float x = delta ? ROUND(TO_F32(h[i]) + TO_F32(delta[t * width + i]))       \
-                                  : TO_F32(h[i]);                                            \
-            h[i] = FROM_F32(x);                                                              \
-            sum += x * x;                                                                    \
+        __m512 sum = _mm512_setzero_ps();                                                    \
+        for (int64_t i = 0; i < width; i += 16) {                                            \
+            __m512 x = LOAD16(h + i);                                                        \
+            if (delta) {                                                                     \
+                x = ROUND16(_mm512_add_ps(x, LOAD16(delta + t * width + i)));                \
+                STORE16(h + i, x);                                                           \
+            }                                                                                \
+            sum = _mm512_add_ps(sum, _mm512_mul_ps(x, x));                                   \
         }                                                                                    \
-        const float rstd = 1.f / sqrtf(sum / (float)width + eps);                            \
-        for (int64_t i = 0; i < width; i++)                                                  \
-            out[t * width + i] = FROM_F32(ROUND(TO_F32(h[i]) * rstd) * TO_F32(weight[i]));   \
+        const __m512 rstd = _mm512_set1_ps(                                                  \
+            1.f / sqrtf(_mm512_reduce_add_ps(sum) / (float)width + eps));                    \
+        for (int64_t i = 0; i < width; i += 16)                                              \
+            STORE16(out + t * width + i, _mm512_mul_ps(                                      \
+                ROUND16(_mm512_mul_ps(LOAD16(h + i), rstd)), LOAD16(weight + i)));           \
     }                                                                                        \
 }
-DEFINE_ADD_RMS_NORM(add_rms_norm_bf16, uint16_t, bf16_to_f32, f32_to_bf16, R)
-DEFINE_ADD_RMS_NORM(add_rms_norm_f32, float, ident, ident, ident)
+DEFINE_ADD_RMS_NORM(add_rms_norm_bf16, uint16_t, load16_bf16, store16_bf16, round16_bf16)
+DEFINE_ADD_RMS_NORM(add_rms_norm_f32, float, load16_f32, store16_f32, round16_none)
 
-/* gate_up: [tokens, 2 * width] -> out: [tokens, width] = silu(gate) * up. */
-#define DEFINE_SILU_MUL(NAME, T, TO_F32, FROM_F32, ROUND)                                    \
+/* gate_up: [tokens, 2 * width] -> out: [tokens, width] = silu(gate) * up.
+ * width must be a multiple of 16. */
+#define DEFINE_SILU_MUL(NAME, T, LOAD16, STORE16, ROUND16)                                   \
 void NAME(const T *gate_up, T *out, int64_t num_tokens, int64_t width) {                     \
     _Pragma("omp parallel for if (num_tokens > 1)")                                          \
     for (int64_t t = 0; t < num_tokens; t++) {                                               \
         const T *gate = gate_up + t * 2 * width, *up = gate + width;                         \
-        for (int64_t i = 0; i < width; i++) {                                                \
-            const float g = TO_F32(gate[i]);                                                 \
-            out[t * width + i] = FROM_F32(ROUND(g / (1.f + expf(-g))) * TO_F32(up[i]));      \
+        for (int64_t i = 0; i < width; i += 16) {                                            \
+            const __m512 g = LOAD16(gate + i);                                               \
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));                   \
+            const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), e));     \
+            STORE16(out + t * width + i, _mm512_mul_ps(ROUND16(silu), LOAD16(up + i)));     \
         }                                                                                    \
     }                                                                                        \
 }
-DEFINE_SILU_MUL(silu_mul_bf16, uint16_t, bf16_to_f32, f32_to_bf16, R)
-DEFINE_SILU_MUL(silu_mul_f32, float, ident, ident, ident)
+DEFINE_SILU_MUL(silu_mul_bf16, uint16_t, load16_bf16, store16_bf16, round16_bf16)
+DEFINE_SILU_MUL(silu_mul_f32, float, load16_f32, store16_f32, round16_none)
 
 /* Greedy choice with its logprob, per row of logits [rows, vocab]: the first index of the
  * largest logit, and -log(sum(exp(logit - max))). Two passes over the row, no softmax matrix. */

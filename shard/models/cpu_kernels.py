@@ -49,10 +49,14 @@ class CpuKernels:
                 self._functions[name, dtype] = function
 
     @staticmethod
-    def supports(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> bool:
+    def supports(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
+                 widths: tuple[int, ...] = ()) -> bool:
+        """`widths`: the hidden and MLP sizes, which the element-wise kernels take in
+        vectors of 16."""
         return (dtype in (torch.bfloat16, torch.float32) and num_heads % num_kv_heads == 0
                 and num_heads // num_kv_heads <= MAX_GROUP
-                and head_dim % 16 == 0 and head_dim <= MAX_HEAD_DIM)
+                and head_dim % 16 == 0 and head_dim <= MAX_HEAD_DIM
+                and all(width % 16 == 0 for width in widths))
 
     def decode_attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                          slots: torch.Tensor, lengths: torch.Tensor, out: torch.Tensor) -> None:

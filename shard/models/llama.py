@@ -99,7 +99,8 @@ class LlamaModel:
         self.rope = self._rope_params(hf_model, device)
         self.device = device
         supported = kernels is not None and device.type == "cpu" and kernels.supports(
-            self.num_heads, self.num_kv_heads, self.head_dim, dtype)
+            self.num_heads, self.num_kv_heads, self.head_dim, dtype,
+            (cfg.hidden_size, cfg.intermediate_size))
         self.kernels = kernels if supported else None
         self.ops = KernelOps(kernels, self.eps) if supported else TorchOps(self.eps)
         # Few-row steps read compact weights (see Linear); the embeddings the lm_head is

@@ -63,6 +63,7 @@ def test_unsupported_shapes_fall_back_to_torch(kernels):
     assert not kernels.supports(9, 3, 72, torch.bfloat16)      # head_dim not a multiple of 16
     assert not kernels.supports(64, 2, 64, torch.bfloat16)     # group of 32 queries
     assert not kernels.supports(9, 3, 64, torch.float16)
+    assert not kernels.supports(9, 3, 64, torch.bfloat16, (576, 1540))  # MLP not in 16s
 
 
 def _step_writing(slots, positions):
