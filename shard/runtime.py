@@ -143,8 +143,7 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
                              config.waiting_served_ratio, config.max_waiting_tokens)
     prefixes = None
     if config.prefix_caching == "on":
-        # Keep the int4/GEMM switch out of it: the prompt's last rows run as without reuse.
-        prefixes = PrefixIndex(MIN_PREFIX_TOKENS, model.max_int4_rows + 1)
+        prefixes = PrefixIndex(MIN_PREFIX_TOKENS)
     scheduler = Scheduler(limits, budget.num_slots, eos_ids, prefixes)
     runner = ModelRunner(model, cache, device)
     engine = Engine(scheduler, runner, tokenizer, special_token_ids(tokenizer), publish, metrics,

@@ -8,10 +8,10 @@ from shard.sequence import Sequence, StoppingParams
 SYSTEM = list(range(100, 130))          # a 30-token "system prompt" shared by requests
 
 
-def make_scheduler(min_recompute: int = 1) -> Scheduler:
+def make_scheduler() -> Scheduler:
     limits = SchedulerLimits(max_batch_size=4, max_batch_prefill_tokens=64,
                              max_batch_total_tokens=400, max_seq_len=100)
-    return Scheduler(limits, 4, frozenset({2}), PrefixIndex(8, min_recompute))
+    return Scheduler(limits, 4, frozenset({2}), PrefixIndex(8))
 
 
 def seq(request_id: str, prompt: list[int], **kw) -> Sequence:
@@ -25,7 +25,7 @@ def run_step(scheduler: Scheduler):
 
 
 def test_a_prompt_sharing_a_running_requests_prefix_copies_it_and_computes_the_rest():
-    scheduler = make_scheduler(min_recompute=3)
+    scheduler = make_scheduler()
     first = seq("a", SYSTEM + [1, 2, 3])
     scheduler.add(first)
     run_step(scheduler)                                  # prefills all of "a"
@@ -39,15 +39,17 @@ def test_a_prompt_sharing_a_running_requests_prefix_copies_it_and_computes_the_r
     assert second.num_cached == 30
 
 
-def test_the_last_tokens_are_always_computed_even_for_the_same_prompt():
-    scheduler = make_scheduler(min_recompute=9)
+def test_the_last_token_is_always_computed_even_for_the_same_prompt():
+    scheduler = make_scheduler()
     scheduler.add(seq("a", SYSTEM))
     run_step(scheduler)
     again = seq("b", list(SYSTEM))
     scheduler.add(again)
     plan = run_step(scheduler)
-    assert plan.copies[0].num_tokens == len(SYSTEM) - 9
-    assert next(c for c in plan.chunks if c.seq is again).start == len(SYSTEM) - 9
+    assert plan.copies[0].num_tokens == len(SYSTEM) - 1
+    chunk = next(c for c in plan.chunks if c.seq is again)
+    assert (chunk.start, chunk.end) == (len(SYSTEM) - 1, len(SYSTEM))
+    assert len(again.output_ids) == 1               # that one token gave the first new token
 
 
 def test_a_finished_requests_slot_is_reused_in_place_until_someone_else_takes_it():
