@@ -6,9 +6,14 @@ memory follows the tokens actually held, bounded by --max-batch-total-tokens.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import mmap
 from dataclasses import dataclass
 
 import torch
+
+MADV_NOHUGEPAGE = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,8 @@ class KVCache:
         # torch.empty: untouched positions stay unbacked by physical memory on CPU.
         self.keys = torch.empty(size, dtype=dtype, device=device)
         self.values = torch.empty(size, dtype=dtype, device=device)
+        if device.type == "cpu":
+            _small_pages(self.keys), _small_pages(self.values)
 
     def rows(self, slot_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Flat row of every (token, kv head) in one layer's [slots*heads*len, dim] view;
@@ -62,3 +69,13 @@ class KVCache:
 
     def slot(self, layer: int, slot: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.keys[layer, slot, :, :length], self.values[layer, slot, :, :length])
+
+
+def _small_pages(tensor: torch.Tensor) -> None:
+    """The shard backs large tensors with 2 MB pages (shard/__main__.py). Not the cache:
+    one 2 MB page would hold a few requests' whole rows, so the first token written would
+    make them resident. With 4 KB pages, memory follows the tokens actually held."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    start = tensor.data_ptr() // mmap.PAGESIZE * mmap.PAGESIZE
+    length = tensor.data_ptr() + tensor.numel() * tensor.element_size() - start
+    libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), MADV_NOHUGEPAGE)
