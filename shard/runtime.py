@@ -122,7 +122,7 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config)
     dtype = resolve_dtype(config, device)
-    source = loader.resolve(config.model_id, config.cache_dir)
+    source = loader.resolve(config.model_id, config.cache_dir, config.load_format)
     hf_model = loader.load_hf_model(source, config.load_format)
     model_type = hf_model.config.model_type
     if model_type not in SUPPORTED_MODEL_TYPES:

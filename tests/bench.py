@@ -7,6 +7,7 @@ it prints figures and asserts nothing.
     make bench ARGS="--url http://127.0.0.1:8080"   # an already running sluice
     make bench ARGS="--compare-url http://127.0.0.1:8081 --compare-api llamacpp"
                           # and a llama.cpp llama-server, same prompts, same run, with ratios
+    make bench ARGS="--device cuda --shape llama3.1-8b"   # random weights, a named shape
 """
 from __future__ import annotations
 
@@ -91,16 +92,22 @@ async def run_level(url: str, concurrency: int, max_new_tokens: int, api: str = 
             "itl_p50_ms": 1e3 * percentile(gaps, 0.5), "itl_p99_ms": 1e3 * percentile(gaps, 0.99)}
 
 
-def hf_generate(model_dir: str, batch_sizes: list[int], max_new_tokens: int, dtype: str) -> dict:
+def hf_generate(model_dir: str, batch_sizes: list[int], max_new_tokens: int, dtype: str,
+                device: str = "cpu", dummy: bool = False) -> dict:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+    if dummy:   # a named shape: random weights, as the shard has them
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir),
+                                                 dtype=getattr(torch, dtype))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    model = model.to(device).eval()
     results = {}
     for batch in batch_sizes:
         prompts = [chatml(QUESTIONS[i % len(QUESTIONS)]) for i in range(batch)]
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True)
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
         started = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
@@ -137,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto", help="shard --dtype (HF baseline: same, "
                         "auto means bfloat16 where the CPU has it)")
     parser.add_argument("--no-hf", action="store_true", help="skip the generate() baseline")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="shard --device, and where the generate() baseline runs")
+    parser.add_argument("--shape", help="random weights in a named shape (smollm2-135m, "
+                        "llama3.1-8b): the shard's --load-format dummy, same for generate()")
     parser.add_argument("--launcher-args", default="", help="extra flags for the launcher")
     parser.add_argument("--compare-url", help="another server to drive the same way, in the same run")
     parser.add_argument("--compare-api", default="llamacpp", choices=["llamacpp", "openai", "tgi"])
@@ -144,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     process, url = None, args.url
     if url is None:
         port = free_port()
+        model = ["--model-id", args.shape, "--load-format", "dummy"] if args.shape else []
         process = Process(["-m", "router.launcher", "--port", str(port), "--dtype", args.dtype,
-                           *args.launcher_args.split()], __import__("pathlib").Path("/tmp/sluice-bench.log"))
+                           "--device", args.device, *model, *args.launcher_args.split()],
+                          __import__("pathlib").Path("/tmp/sluice-bench.log"))
         url = f"http://127.0.0.1:{port}"
         process.wait_for(lambda: http_ok(url + "/health"), 600, "launcher")
     rows, other = [], []
@@ -165,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         from shard.loader import resolve
         from shard.runtime import _cpu_has_bf16
 
-        dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if _cpu_has_bf16() else "float32")
-        hf = hf_generate(str(resolve(None, from_args([]).cache_dir).path),
-                         [c for c in args.concurrency if c <= 32], args.max_new_tokens, dtype)
+        bf16 = args.device == "cuda" or _cpu_has_bf16()
+        dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if bf16 else "float32")
+        source = resolve(args.shape, from_args([]).cache_dir, "dummy" if args.shape else "auto")
+        hf = hf_generate(str(source.path), [c for c in args.concurrency if c <= 32],
+                         args.max_new_tokens, dtype, args.device, dummy=bool(args.shape))
     print_table(rows, hf)
     if other:
         print_ratios(rows, other, args.compare_api)
