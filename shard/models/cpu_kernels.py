@@ -41,12 +41,12 @@ _SUFFIXES = {torch.bfloat16: "bf16", torch.float32: "f32"}
 
 class CpuKernels:
     def __init__(self, library: ctypes.CDLL):
-        self._functions = {}
+        self.functions = {}
         for name, argtypes in _SIGNATURES.items():
             for dtype, suffix in _SUFFIXES.items():
                 function = getattr(library, f"{name}_{suffix}")
                 function.argtypes, function.restype = argtypes, None
-                self._functions[name, dtype] = function
+                self.functions[name, dtype] = function
 
     @staticmethod
     def supports(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
@@ -68,7 +68,7 @@ class CpuKernels:
         if keys.stride()[2:] != (q.shape[2], 1) or keys.stride() != values.stride():
             raise ValueError("decode_attention needs each cache position's head_dim contiguous")
         num_tokens, num_heads, head_dim = q.shape
-        self._functions["decode_attention", q.dtype](
+        self.functions["decode_attention", q.dtype](
             q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), slots.data_ptr(),
             lengths.data_ptr(), num_tokens, num_heads, keys.shape[1], head_dim,
             keys.stride(0), keys.stride(1), head_dim ** -0.5)
@@ -78,7 +78,7 @@ class CpuKernels:
         logits = logits.contiguous()
         token_ids = torch.empty(logits.shape[0], dtype=torch.long)
         logprobs = torch.empty(logits.shape[0], dtype=torch.float32)
-        self._functions["greedy", logits.dtype](logits.data_ptr(), logits.shape[0],
+        self.functions["greedy", logits.dtype](logits.data_ptr(), logits.shape[0],
                                                 logits.shape[1], token_ids.data_ptr(),
                                                 logprobs.data_ptr())
         return token_ids.tolist(), logprobs.tolist()
@@ -91,7 +91,7 @@ class CpuKernels:
             raise ValueError(f"q8_matmul takes at most {Q8_MAX_ROWS} rows")
         x = x.contiguous()
         out = x.new_empty(rows, weight.values.shape[0])
-        self._functions["q8_matmul", x.dtype](
+        self.functions["q8_matmul", x.dtype](
             x.data_ptr(), weight.values.data_ptr(), weight.scales.data_ptr(), out.data_ptr(),
             rows, in_features, out.shape[1])
         return out
@@ -115,6 +115,38 @@ class Q8Weight:
             return None
         return cls(values.to(torch.int8).view(weight.shape).contiguous(),
                    scales[..., 0].contiguous())
+
+
+class KernelOps:
+    """A decoder layer's element-wise steps through the compiled kernels; same interface
+    as layer_ops.TorchOps. Tensors must be contiguous, as the model's own are."""
+
+    def __init__(self, kernels: CpuKernels, eps: float):
+        self._call = kernels.functions
+        self.eps = eps
+
+    def rms_norm(self, hidden, delta, weight):
+        out = torch.empty_like(hidden)
+        self._call["add_rms_norm", hidden.dtype](
+            hidden.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(),
+            out.data_ptr(), hidden.shape[0], hidden.shape[1], self.eps)
+        return out
+
+    def silu_mul(self, gate_up):
+        out = gate_up.new_empty(gate_up.shape[0], gate_up.shape[1] // 2)
+        self._call["silu_mul", gate_up.dtype](gate_up.data_ptr(), out.data_ptr(),
+                                              out.shape[0], out.shape[1])
+        return out
+
+    def rope_write(self, qkv, cos, sin, cache, layer, step, num_heads):
+        keys, values = cache.layer(layer)
+        num_tokens, (num_kv_heads, head_dim) = qkv.shape[0], keys.shape[1::2]
+        q = qkv.new_empty(num_tokens, num_heads, head_dim)
+        self._call["rope_write", qkv.dtype](
+            qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), q.data_ptr(), keys.data_ptr(),
+            values.data_ptr(), step.slot_ids.data_ptr(), step.positions.data_ptr(), num_tokens,
+            num_heads, num_kv_heads, head_dim, keys.stride(0), keys.stride(1))
+        return q
 
 
 def load(cache_dir: str | os.PathLike) -> CpuKernels | None:
@@ -156,35 +188,3 @@ def _cpu_identity() -> str:
         return "".join(sorted(set(lines)))
     except OSError:
         return platform.processor()
-
-
-class KernelOps:
-    """A decoder layer's element-wise steps through the compiled kernels; same interface
-    as layer_ops.TorchOps. Tensors must be contiguous, as the model's own are."""
-
-    def __init__(self, kernels: CpuKernels, eps: float):
-        self._call = kernels._functions
-        self.eps = eps
-
-    def rms_norm(self, hidden, delta, weight):
-        out = torch.empty_like(hidden)
-        self._call["add_rms_norm", hidden.dtype](
-            hidden.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(),
-            out.data_ptr(), hidden.shape[0], hidden.shape[1], self.eps)
-        return out
-
-    def silu_mul(self, gate_up):
-        out = gate_up.new_empty(gate_up.shape[0], gate_up.shape[1] // 2)
-        self._call["silu_mul", gate_up.dtype](gate_up.data_ptr(), out.data_ptr(),
-                                              out.shape[0], out.shape[1])
-        return out
-
-    def rope_write(self, qkv, cos, sin, cache, layer, step, num_heads):
-        keys, values = cache.layer(layer)
-        num_tokens, (num_kv_heads, head_dim) = qkv.shape[0], keys.shape[1::2]
-        q = qkv.new_empty(num_tokens, num_heads, head_dim)
-        self._call["rope_write", qkv.dtype](
-            qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), q.data_ptr(), keys.data_ptr(),
-            values.data_ptr(), step.slot_ids.data_ptr(), step.positions.data_ptr(), num_tokens,
-            num_heads, num_kv_heads, head_dim, keys.stride(0), keys.stride(1))
-        return q

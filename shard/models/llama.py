@@ -1,9 +1,11 @@
 """Fast path for the Llama family (SmolLM2, Llama, Qwen2, Mistral): a plain-tensor forward
 over a flat list of tokens from many requests, writing into the slot KV cache.
 
-Decode tokens (one per request) attend through one masked view of the cache rows
-[0, span); prompt chunks attend one request at a time. Linear layers see every token of
-the step at once, which is where batching pays on both CPU and GPU.
+Decode tokens (one per request) attend through sluice's CPU kernel, each reading its own
+slot, or else through one masked SDPA view of the cache rows [0, span); prompt chunks
+attend one request at a time. Linear layers see every token of the step at once, which is
+where batching pays on both CPU and GPU. The element-wise steps between them are
+layer_ops.TorchOps or their fused kernels, cpu_kernels.KernelOps.
 """
 from __future__ import annotations
 
