@@ -38,7 +38,7 @@ class ShardConfig:
     device: str = _opt("cpu or cuda", choices=DEVICES)
     quantize: str = _opt("int4: also keep 4-bit weights (groups of 32, the GGUF Q4_1 layout) "
                          "for steps with few rows; cpu + bfloat16 only. auto: int4 when the "
-                         "model comes from a 4-bit GGUF (exact) on cpu in bfloat16",
+                         "model comes from a 4-bit GGUF (its own 4-bit values) on cpu in bfloat16",
                          choices=QUANTIZE)
     kernels: str = _opt("auto: sluice's own CPU kernels (compiled with gcc at start) where the "
                         "CPU has AVX-512; torch: torch's ops only", choices=KERNELS)
