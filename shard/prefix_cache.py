@@ -40,14 +40,21 @@ class PrefixIndex:
             return None
         limit = seq.num_prompt - 1
         best = PrefixCopy(seq.slot, seq.slot, _common_prefix(own, seq.prompt_ids, limit) if own else 0)
-        candidates = [(s.slot, s.prompt_ids + s.output_ids, s.num_computed) for s in running
-                      if s is not seq]
+        candidates = [(s.slot, _computed_tokens(s), s.num_computed) for s in running
+                      if s is not seq and s.prompt_ids[:1] == seq.prompt_ids[:1]]
         candidates += [(slot, tokens, len(tokens)) for slot, tokens in self._retired.items()]
         for slot, tokens, num_valid in candidates:
             length = _common_prefix(tokens, seq.prompt_ids, min(limit, num_valid))
             if length > best.num_tokens:
                 best = PrefixCopy(slot, seq.slot, length)
         return best if best.num_tokens >= self.min_tokens else None
+
+
+def _computed_tokens(seq: Sequence) -> list[int]:
+    # Most candidates are still within their prompt: no copy of the lists then.
+    if seq.num_computed <= seq.num_prompt:
+        return seq.prompt_ids
+    return seq.prompt_ids + seq.output_ids
 
 
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
