@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -23,8 +24,15 @@ def hf_greedy(model_dir, prompt, max_new_tokens):
     return out[0, len(prompt):].tolist()
 
 
-def test_greedy_matches_transformers_with_chunked_prefill(harness_factory, tiny_model_dir):
-    harness = harness_factory("--max-batch-prefill-tokens", "5")    # 12-token prompt: 3 chunks
+# "torch": the path of GPUs and of CPUs without the compiled kernels, kept tested here.
+KERNELS = pytest.mark.parametrize("kernels", ["auto", "torch"])
+
+
+@KERNELS
+def test_greedy_matches_transformers_with_chunked_prefill(harness_factory, tiny_model_dir,
+                                                          kernels):
+    harness = harness_factory("--max-batch-prefill-tokens", "5",    # 12-token prompt: 3 chunks
+                              "--kernels", kernels)
     harness.submit("a", PROMPT, max_new_tokens=16, stopping={"ignore_eos_token": True})
     events = harness.collect("a")
     assert token_ids(events) == hf_greedy(tiny_model_dir, PROMPT, 16)
@@ -32,12 +40,13 @@ def test_greedy_matches_transformers_with_chunked_prefill(harness_factory, tiny_
     assert events[-1].finished.generated_tokens == 16
 
 
-def test_greedy_is_batch_invariant_among_mixed_concurrent_requests(harness_factory):
-    alone = harness_factory()
+@KERNELS
+def test_greedy_is_batch_invariant_among_mixed_concurrent_requests(harness_factory, kernels):
+    alone = harness_factory("--kernels", kernels)
     alone.submit("solo", PROMPT, max_new_tokens=24, stopping={"ignore_eos_token": True})
     expected = token_ids(alone.collect("solo"))
 
-    busy = harness_factory("--max-batch-prefill-tokens", "48")
+    busy = harness_factory("--max-batch-prefill-tokens", "48", "--kernels", kernels)
     for i in range(31):
         prompt = [(7 * i + j) % 250 + 3 for j in range(3 + (i * 5) % 40)]
         sampling = {"do_sample": True, "seed": i, "temperature": 0.7} if i % 3 else {}
