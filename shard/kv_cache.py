@@ -1,8 +1,9 @@
 """Preallocated KV cache: one row (slot) per running request, `max_seq_len` positions each.
 
-A request joining or leaving the batch is bookkeeping in `SlotAllocator`; no other
-request's KV is ever copied. Pages are only touched as positions are written, so resident
-memory follows the tokens actually held, bounded by --max-batch-total-tokens.
+A request joining or leaving the batch is bookkeeping in `SlotAllocator`; no running
+request's KV is ever moved. The one copy is prefix reuse (`copy_prefix`), into a new
+request's slot. Pages are only touched as positions are written, so resident memory
+follows the tokens actually held, bounded by --max-batch-total-tokens.
 """
 from __future__ import annotations
 
