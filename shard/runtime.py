@@ -72,7 +72,7 @@ def resolve_dtype(config: ShardConfig, device: torch.device) -> torch.dtype:
 MIN_PREFIX_TOKENS = 8
 
 # Up to this many rows a step reads the 4-bit weights; above it the bf16 GEMM is faster.
-MAX_INT4_ROWS = 8
+MAX_INT4_ROWS = 4
 
 
 def int4_rows(config: ShardConfig, dtype: torch.dtype, device: torch.device,
