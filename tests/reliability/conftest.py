@@ -16,6 +16,8 @@ from tests.fakes import FakeShard
 # The router suite's session fixtures: one event loop for the scripted shards, one tokenizer.
 from tests.router.conftest import loop_thread, tokenizer_dir  # noqa: F401
 from tests.router.support import ShardServer, start_shard
+# Real router + real shard processes (the hardening tests).
+from tests.reliability.real_stack import start_stack, tiny_model  # noqa: F401
 
 
 @dataclass
