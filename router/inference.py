@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -74,8 +75,10 @@ class Inference:
 
     async def stream(self, shard: Shard, valid: ValidRequest, request_id: str,
                      timing: Timing) -> AsyncIterator[TokenDelta]:
-        """The shard's token stream, recording queue time, TTFT and inter-token latency."""
-        request = ShardRequest(request_id=request_id, input_ids=valid.input_ids,
+        """The shard's token stream, recording queue time, TTFT and inter-token latency.
+        Each shard call gets an id of its own: the request id (which a client may choose,
+        and reuse) only goes to the logs."""
+        request = ShardRequest(call_id=uuid.uuid4().hex, log_id=request_id, input_ids=valid.input_ids,
                                parameters=valid.parameters, max_new_tokens=valid.max_new_tokens)
         last_token_at = None
         self._metrics.queue_size.inc()
@@ -112,8 +115,7 @@ class Inference:
                             timing: Timing) -> list[Generation]:
         if len(valids) == 1:
             return [await self._collect(valids[0], request_id, timing)]
-        tasks = [asyncio.ensure_future(self._collect(valid, f"{request_id}-{index}", timing))
-                 for index, valid in enumerate(valids)]
+        tasks = [asyncio.ensure_future(self._collect(valid, request_id, timing)) for valid in valids]
         try:
             return list(await asyncio.gather(*tasks))
         finally:
@@ -128,8 +130,7 @@ class Inference:
         order as (request index, delta)."""
         if len(valids) == 1:
             return _indexed(self.stream(shards[0], valids[0], request_id, timing))
-        return _merge([self.stream(shard, valid, f"{request_id}-{index}", timing)
-                       for index, (shard, valid) in enumerate(zip(shards, valids))])
+        return _merge([self.stream(shard, valid, request_id, timing) for shard, valid in zip(shards, valids)])
 
     async def _collect(self, valid: ValidRequest, request_id: str, timing: Timing) -> Generation:
         prefill: tuple[Token, ...] = ()

@@ -110,7 +110,7 @@ class ShardPool:
             async for delta in shard.client.generate(request):
                 yield delta
         except grpc.aio.AioRpcError as exc:
-            log.warning("request_id=%s shard %s failed: %s %s", request.request_id, shard.uri,
+            log.warning("request_id=%s call_id=%s shard %s failed: %s %s", request.log_id, request.call_id, shard.uri,
                         exc.code().name, exc.details())
             if exc.code() in _SHARD_DOWN_CODES:
                 self._set_health(shard, False)

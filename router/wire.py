@@ -66,7 +66,8 @@ class TokenDelta:
 
 @dataclass(frozen=True, slots=True)
 class ShardRequest:
-    request_id: str
+    call_id: str  # made by the router, unique per shard call: the only id on the wire
+    log_id: str  # the HTTP request's id (possibly the client's), for logs only
     input_ids: tuple[int, ...]
     parameters: GenerateParameters
     max_new_tokens: int
@@ -117,7 +118,7 @@ def to_generate_request(request: ShardRequest) -> shard_pb2.GenerateRequest:
     stopping = shard_pb2.StoppingParameters(max_new_tokens=request.max_new_tokens,
                                             stop_sequences=list(params.stop))
     return shard_pb2.GenerateRequest(
-        request_id=request.request_id, input_ids=list(request.input_ids), sampling=sampling,
+        request_id=request.call_id, input_ids=list(request.input_ids), sampling=sampling,
         stopping=stopping, prefill_logprobs=params.decoder_input_details,
         top_n_tokens=_or(params.top_n_tokens, 0))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import random
 import signal
@@ -30,6 +31,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
     def __init__(self):
         self._loop: asyncio.AbstractEventLoop | None = None   # set by GrpcThread
         self._streams: dict[str, asyncio.Queue] = {}
+        self._call_numbers = itertools.count()
         self.engine: Engine | None = None
         self.info: ShardInfo | None = None
 
@@ -48,9 +50,10 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
     async def Generate(self, request, context):
         seq = wire.to_sequence(request)
-        if not seq.request_id or seq.request_id in self._streams:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"request_id {seq.request_id!r} is empty or already running")
+        # The engine's key for this call is made here, unique per call: an id the caller
+        # chose (and may reuse while an earlier call's events are still in flight) would
+        # let one call receive another's tokens. The caller's id stays readable in logs.
+        seq.request_id = f"{next(self._call_numbers)}:{seq.request_id}"
         if not seq.prompt_ids or seq.stopping.max_new_tokens <= 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "input_ids and max_new_tokens must not be empty")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -81,6 +82,21 @@ def sse_events(body: bytes) -> list[dict]:
             if line.startswith("data:") and line[5:].strip() != "[DONE]":
                 events.append(json.loads(line[5:]))
     return events
+
+
+@contextmanager
+def running_stack(log_path: Path, *flags: str, model_dir: Path | None = None,
+                  timeout_s: float = 300) -> Iterator[RealStack]:
+    """One stack for a whole module (start_stack below starts them per test)."""
+    port = free_port()
+    model_flags = ["--model-id", str(model_dir), "--dtype", "float32"] if model_dir else []
+    process = Process(["-m", "router.launcher", *model_flags, "--port", str(port), *flags], log_path)
+    stack = RealStack(f"http://127.0.0.1:{port}", process)
+    try:
+        process.wait_for(lambda: http_ok(stack.url + "/health"), timeout_s, "router.launcher")
+        yield stack
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="session")
