@@ -13,8 +13,9 @@ import sys
 
 from aiohttp import web
 
-from router.app import RUNNER_OPTIONS, create_app
+from router.app import create_app
 from router.config import RouterConfig
+from router.connections import ServerLoop, raise_file_limit, runner_options
 from router.state import DRAIN
 
 log = logging.getLogger("router")
@@ -30,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"Argument validation error: {exc}", file=sys.stderr)
         return 2
+    raise_file_limit()
     try:
-        asyncio.run(serve(config))
+        with asyncio.Runner(loop_factory=ServerLoop) as runner:
+            runner.run(serve(config))
     except (ValueError, TimeoutError, OSError) as exc:  # startup: bad limits, shards never ready, port taken
         log.error("router failed to start: %s", exc)
         return 1
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(config: RouterConfig) -> None:
     app = create_app(config)
-    runner = web.AppRunner(app, shutdown_timeout=FLUSH_S, **RUNNER_OPTIONS)
+    runner = web.AppRunner(app, shutdown_timeout=FLUSH_S, **runner_options(config))
     await runner.setup()
     try:
         await web.TCPSite(runner, config.hostname, config.port).start()

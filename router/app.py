@@ -26,11 +26,6 @@ from router.validation import Validator
 
 log = logging.getLogger(__name__)
 
-# Options for web.run_app / web.AppRunner. handler_cancellation makes a client disconnect
-# cancel its handler, which closes the gRPC stream so the shard frees the slot at once,
-# also for non-streaming requests (which never write until the end).
-RUNNER_OPTIONS = {"handler_cancellation": True}
-
 
 def create_app(config: RouterConfig) -> web.Application:
     drain = Drain()
@@ -88,7 +83,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     limits = resolve_limits(config, app[SHARD_INFO].max_total_tokens)
     admission = Admission(config.max_concurrent_requests)
     metrics = Metrics(limits, num_in_flight=lambda: admission.num_in_flight,
-                      shard_states=lambda: [(s.uri, s.healthy, s.num_outstanding) for s in pool.shards])
+                      shard_states=pool.states)
     app[STATE] = RouterState(
         config=config, info=app[SHARD_INFO], limits=limits, pool=pool, tokenizer=tokenizer,
         admission=admission, metrics=metrics, validator=Validator(limits, tokenizer),

@@ -27,6 +27,7 @@ class RouterConfig:
     max_total_tokens: int | None = _flag(None, "max prompt + new tokens (default: the shard's)", int)
     max_best_of: int = _flag(2, "upper bound for best_of", int)
     max_stop_sequences: int = _flag(4, "upper bound for len(stop)", int)
+    max_stop_sequence_length: int = _flag(1024, "upper bound for each stop string's length in characters", int)
     max_top_n_tokens: int = _flag(5, "upper bound for top_n_tokens", int)
     max_client_batch_size: int = _flag(4, "max prompts per call (reported in /info)", int)
     payload_limit: int = _flag(2_000_000, "request body limit in bytes (413 above it)", int)
@@ -35,6 +36,11 @@ class RouterConfig:
     model_id: str | None = _flag(None, "served model name (default: the shard's model_id)")
     validation_workers: int = _flag(2, "tokenizer threads", int)
     keep_alive_interval_s: float = _flag(15.0, "SSE keep-alive comment after this much silence", float)
+    keep_alive_timeout_s: float = _flag(
+        5.0, "close a connection idle this long, or whose request headers are not all in this long "
+        "after it opened or after its last response", float)
+    request_body_timeout_s: float = _flag(30.0, "a request body not all in this long after its headers "
+                                          "gets 408", float)
     health_check_interval_s: float = _flag(1.0, "how often each shard's Health is polled", float)
     compute_type: str = _flag("gpu+optimized", "value of the x-compute-type header")
     graceful_shutdown_timeout_s: float = _flag(
@@ -48,9 +54,10 @@ class RouterConfig:
             _check_uri(uri)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in [0, 65535]. Given: {self.port}")
-        positive = ("max_concurrent_requests", "max_best_of", "max_client_batch_size", "payload_limit",
+        positive = ("max_concurrent_requests", "max_best_of", "max_stop_sequence_length",
+                    "max_client_batch_size", "payload_limit",
                     "shard_connect_timeout_s", "validation_workers", "keep_alive_interval_s",
-                    "health_check_interval_s")
+                    "keep_alive_timeout_s", "request_body_timeout_s", "health_check_interval_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be > 0. Given: {getattr(self, name)}")
@@ -71,7 +78,7 @@ class RouterConfig:
     def from_args(cls, argv: Sequence[str] | None = None,
                   environ: Mapping[str, str] | None = None) -> RouterConfig:
         environ = os.environ if environ is None else environ
-        parsed = vars(_build_parser(environ).parse_args(argv))
+        parsed = vars(build_parser(environ).parse_args(argv))
         if parsed["shard_uris"] is None:
             raw = environ.get("SHARD_URI", "")
             parsed["shard_uris"] = [uri.strip() for uri in raw.split(",") if uri.strip()]
@@ -81,14 +88,14 @@ class RouterConfig:
 
 def flag_names() -> set[str]:
     """Every command-line spelling the router accepts (the launcher routes flags by it)."""
-    return {alias for parser_action in _build_parser({})._actions
+    return {alias for parser_action in build_parser({})._actions
             for alias in parser_action.option_strings if alias.startswith("--")}
 
 
 def flag_value(name: str, argv: Sequence[str], environ: Mapping[str, str] | None = None):
     """One setting as the router resolves it (flag, environment, default), without building
     the rest: the launcher waits for the router's drain before stopping the shards."""
-    parsed, _ = _build_parser(os.environ if environ is None else environ).parse_known_args(argv)
+    parsed, _ = build_parser(os.environ if environ is None else environ).parse_known_args(argv)
     return getattr(parsed, name)
 
 
@@ -96,7 +103,7 @@ def _flag_name(name: str) -> str:
     return "--shard-uri" if name == "shard_uris" else "--" + name.replace("_", "-")
 
 
-def _build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m router", description="sluice HTTP router")
     for field in dataclasses.fields(RouterConfig):
         flag = _flag_name(field.name)
@@ -130,6 +137,7 @@ class Limits:
     max_total_tokens: int
     max_best_of: int
     max_stop_sequences: int
+    max_stop_sequence_length: int
     max_top_n_tokens: int
 
 
@@ -142,4 +150,5 @@ def resolve_limits(config: RouterConfig, shard_max_total_tokens: int) -> Limits:
     if not 0 < max_input < max_total:
         raise ValueError(f"`max_input_tokens` must be < `max_total_tokens`. Given: {max_input} and {max_total}")
     return Limits(max_input_tokens=max_input, max_total_tokens=max_total, max_best_of=config.max_best_of,
-                  max_stop_sequences=config.max_stop_sequences, max_top_n_tokens=config.max_top_n_tokens)
+                  max_stop_sequences=config.max_stop_sequences,
+                  max_stop_sequence_length=config.max_stop_sequence_length, max_top_n_tokens=config.max_top_n_tokens)

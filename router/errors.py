@@ -11,6 +11,7 @@ class RouterError(Exception):
     status: int = 500
     error_type: str = "internal"
     failure_label: str = "internal"  # the `err` label of tgi_request_failure
+    close_connection: bool = False  # the connection's framing cannot be trusted after this
 
     def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -59,9 +60,10 @@ class RequestBodyError(RouterError):
     error_type = "validation"
     failure_label = "validation"
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, close_connection: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.close_connection = close_connection
 
 
 class Overloaded(RouterError):

@@ -6,7 +6,6 @@ Content-Length; on a stream, a failure after the headers becomes one final error
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,6 +17,7 @@ from aiohttp import web
 from router.errors import IncompleteGenerationStream, RequestBodyError, RouterError, Unhealthy
 from router.inference import Timing
 from router.metrics import CONTENT_TYPE, Metrics
+from router.request_body import parse_json
 from router.responses import dumps, generate_body, stream_event, timing_headers
 from router.schemas import GenerateRequest, parse_generate
 from router.shards import Shard
@@ -27,6 +27,11 @@ from router.validation import ValidRequest, check_before_admission
 from router.wire import Finished
 
 log = logging.getLogger(__name__)
+
+# /info's `version` is the TGI release whose API this router speaks, not sluice's own
+# version (`sluice_version`): clients gate features on it (LlamaIndex turns function
+# calling off below TGI 2.0.1), and a 0.x would tell them this is an ancient TGI.
+TGI_API_VERSION = "3.3.6"
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
@@ -77,7 +82,7 @@ async def _generate_sse(request: web.Request, generate_request: GenerateRequest,
     check_before_admission(generate_request.parameters, state.limits, streaming=True)
     with state.admission.admit(1):
         valid = await validate(state, generate_request, timing)
-        with state.pool.lease() as shard:  # no healthy shard: a 424 before any header
+        with state.pool.lease(valid.num_kv_tokens) as shard:  # 424 (no shard) or 429 before any header
             stream = EventStream({"x-compute-type": state.config.compute_type,
                                   "x-compute-characters": str(len(valid.inputs))})
             await _send_events(request, stream, shard, valid, timing)
@@ -103,18 +108,26 @@ async def send_stream(request: web.Request, stream: EventStream, send_body: Call
         await stream.open(request)
         async with request.app[DRAIN].cut_off():  # a drain's end is one last error event
             await send_body()
-    except RouterError as err:
-        log.warning("request_id=%s stream failed: %s", request[REQUEST_ID], err.message)
-        state.metrics.record_failure(err.failure_label)
-        try:
-            await stream.send(error_event(err))
-        except ConnectionResetError:
-            pass  # the client is gone too: nothing left to tell it
     except ConnectionResetError:
         # The write failed because the client left; closing the token stream (in
         # send_body) has already cancelled the shard call.
         log.info("request_id=%s client disconnected", request[REQUEST_ID])
         state.metrics.record_failure("dropped")
+    except Exception as exc:
+        if not stream.response.prepared:
+            raise  # no header sent yet: an ordinary error response
+        # Past the headers, any failure (ours or a bug) is the stream's last event: a
+        # second response written into the body would mis-frame the connection.
+        err = exc if isinstance(exc, RouterError) else RouterError("Internal server error")
+        if err is exc:
+            log.warning("request_id=%s stream failed: %s", request[REQUEST_ID], err.message)
+        else:
+            log.exception("request_id=%s stream failed", request[REQUEST_ID])
+        state.metrics.record_failure(err.failure_label)
+        try:
+            await stream.send(error_event(err))
+        except ConnectionResetError:
+            pass  # the client is gone too: nothing left to tell it
 
 
 async def _forward_tokens(request: web.Request, stream: EventStream, shard: Shard, valid: ValidRequest,
@@ -155,6 +168,9 @@ def count_request(metrics: Metrics) -> Iterator[None]:
         # closed its gRPC stream on the way out.
         metrics.record_failure("dropped")
         raise
+    except Exception:
+        metrics.record_failure("internal")  # answered as a 500 by the error middleware
+        raise
 
 
 def record_success(metrics: Metrics, request: web.Request, timing: Timing, input_length: int,
@@ -167,7 +183,8 @@ def record_success(metrics: Metrics, request: web.Request, timing: Timing, input
 
 
 async def read_json(request: web.Request) -> object:
-    limit = request.app[STATE].config.payload_limit
+    config = request.app[STATE].config
+    limit = config.payload_limit
     too_large = RequestBodyError(413, "Failed to buffer the request body: length limit exceeded")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
@@ -175,20 +192,28 @@ async def read_json(request: web.Request) -> object:
     if not (content_type == "application/json" or content_type.endswith("+json")):
         raise RequestBodyError(415, "Expected request with `Content-Type: application/json`")
     try:
-        raw = await request.read()
+        async with asyncio.timeout(config.request_body_timeout_s):  # a trickled body holds a socket
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:  # also UnicodeDecodeError
-        raise RequestBodyError(400, f"Failed to parse the request body as JSON: {exc}") from None
+    except web.RequestPayloadError as exc:  # e.g. `Content-Encoding: gzip` on a body that is not
+        detail = " ".join(str(exc).split()).removeprefix("400, message: ")
+        request.content.feed_eof()  # nothing more to read: aiohttp would re-raise it draining the body
+        raise RequestBodyError(400, f"Failed to read the request body: {detail}", close_connection=True) from None
+    except TimeoutError:
+        raise RequestBodyError(408, "Failed to buffer the request body: timed out after "
+                                    f"{config.request_body_timeout_s:g} s", close_connection=True) from None
+    return await asyncio.to_thread(parse_json, raw)
 
 
 async def tokenize(request: web.Request) -> web.Response:
-    """POST /tokenize: no permit and no parameter validation, as in TGI."""
+    """POST /tokenize: no parameter validation, as in TGI; unlike TGI it takes a permit and
+    refuses prompts over --max-input-tokens, since its work grows with the text."""
     state = request.app[STATE]
     generate_request = parse_generate(await read_json(request))
-    return web.json_response(await state.tokenizer.tokenize(generate_request.inputs), dumps=dumps)
+    with state.admission.admit(1):
+        body = await state.tokenizer.tokenize_json(generate_request.inputs, state.limits.max_input_tokens, dumps)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -209,7 +234,7 @@ async def info(request: web.Request) -> web.Response:
         "max_stop_sequences": limits.max_stop_sequences, "max_input_tokens": limits.max_input_tokens,
         "max_total_tokens": limits.max_total_tokens, "validation_workers": config.validation_workers,
         "max_client_batch_size": config.max_client_batch_size, "router": "sluice-router",
-        "version": version(), "sha": None, "docker_label": None,
+        "version": TGI_API_VERSION, "sluice_version": version(), "sha": None, "docker_label": None,
         "model_dtype": shard_info.dtype, "model_device_type": shard_info.device,
         "max_batch_total_tokens": shard_info.max_batch_total_tokens,
     }, dumps=dumps)

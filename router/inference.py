@@ -136,7 +136,7 @@ class Inference:
         prefill: tuple[Token, ...] = ()
         tokens: list[Token] = []
         top_tokens: list[tuple[Token, ...]] = []
-        with self._pool.lease() as shard:
+        with self._pool.lease(valid.num_kv_tokens) as shard:
             async with aclosing(self.stream(shard, valid, request_id, timing)) as deltas:
                 async for delta in deltas:
                     prefill = prefill or delta.prefill_tokens

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from router.config import flag_names as router_flag_names
 from router.config import flag_value as router_flag_value
+from router.config import build_parser as router_parser
 from shard.config import build_parser as shard_parser
 
 ROUTER_ONLY = {"--hostname", "--port", "--metrics-port"}
@@ -186,9 +187,25 @@ def supervise(router: subprocess.Popen, shards: list[Shard], stopping: threading
     return 0
 
 
+def print_help() -> None:
+    """The launcher's own flags, then every flag it passes on (to the router, the shards)."""
+    print(f"usage: python -m router.launcher [flags]   (make run ARGS=\"...\")\n\n{__doc__.strip()}\n\n"
+          "launcher flags:\n  --num-replicas N             full copies of the model, one shard process each "
+          "[env NUM_REPLICAS; default 1]\n  --shard-startup-timeout-s S  how long each shard may take to "
+          "load [default 900]\n  --num-shard N                tensor parallel shards (only 1)\n")
+    for name, parser in (("router", router_parser({})), ("shard", shard_parser())):
+        print(f"--- {name} flags ---")
+        parser.print_help()
+        print()
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help" in argv or "-h" in argv:
+        print_help()
+        return 0
     try:
-        args = parse(sys.argv[1:] if argv is None else argv)
+        args = parse(argv)
     except ValueError as exc:
         print(f"launcher: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ counters (sluice_*) are ordinary prometheus_client Counters and do end in `_tota
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -37,25 +38,49 @@ class ExactCounter:
         return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    uri: str
+    healthy: bool
+    num_outstanding: int
+    num_reserved_tokens: int
+    max_batch_total_tokens: int
+    num_waiting: int  # on the shard, as its last Health answer said
+
+
+_SHARD_GAUGES = (
+    ("sluice_shard_healthy", "1 if the shard is in rotation", lambda s: 1.0 if s.healthy else 0.0),
+    ("sluice_shard_outstanding_requests", "requests this router has open on the shard",
+     lambda s: s.num_outstanding),
+    ("sluice_shard_reserved_tokens", "prompt + max_new_tokens of this router's open calls on the shard",
+     lambda s: s.num_reserved_tokens),
+    ("sluice_shard_max_batch_total_tokens", "the shard's KV budget (admission refuses calls past it)",
+     lambda s: s.max_batch_total_tokens),
+    ("sluice_shard_waiting_requests", "requests queued on the shard, not yet in its batch (last health check)",
+     lambda s: s.num_waiting),
+)
+
+
 class _ShardCollector:
     """Per-shard gauges read at scrape time from the pool's own state."""
 
-    def __init__(self, shard_states: Callable[[], Iterable[tuple[str, bool, int]]]) -> None:
+    def __init__(self, shard_states: Callable[[], Iterable[ShardState]]) -> None:
         self._shard_states = shard_states
 
     def collect(self):
-        healthy = GaugeMetricFamily("sluice_shard_healthy", "1 if the shard is in rotation", labels=["shard"])
-        outstanding = GaugeMetricFamily("sluice_shard_outstanding_requests",
-                                        "requests this router has open on the shard", labels=["shard"])
-        for uri, is_healthy, num_outstanding in self._shard_states():
-            healthy.add_metric([uri], 1.0 if is_healthy else 0.0)
-            outstanding.add_metric([uri], num_outstanding)
-        return [healthy, outstanding]
+        states = list(self._shard_states())
+        families = []
+        for name, documentation, value in _SHARD_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["shard"])
+            for state in states:
+                family.add_metric([state.uri], value(state))
+            families.append(family)
+        return families
 
 
 class Metrics:
     def __init__(self, limits: Limits, num_in_flight: Callable[[], int],
-                 shard_states: Callable[[], Iterable[tuple[str, bool, int]]]) -> None:
+                 shard_states: Callable[[], Iterable[ShardState]]) -> None:
         self.registry = registry = CollectorRegistry()
         self.request_count = ExactCounter("tgi_request_count", "generation requests received")
         self.request_success = ExactCounter("tgi_request_success", "requests that finished generating")

@@ -54,6 +54,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(err, openai=is_openai_route(request))
     except Exception:
         log.exception("request_id=%s %s %s failed", request.get(REQUEST_ID), request.method, request.path)
+        if request.writer.output_size > 0:
+            raise  # a response is under way: aiohttp closes the connection, no second response
         return error_response(RouterError("Internal server error"), openai=is_openai_route(request))
 
 
@@ -65,7 +67,10 @@ def error_response(err: RouterError, openai: bool = False) -> web.Response:
     # A normal (non-chunked) JSON body, so Content-Length is always set: huggingface_hub's
     # async client only reads `error_type` from error bodies that have one.
     body = err.to_openai_dict() if openai else err.to_dict()
-    return web.json_response(body, status=err.status, headers=err.headers, dumps=dumps)
+    response = web.json_response(body, status=err.status, headers=err.headers, dumps=dumps)
+    if err.close_connection:
+        response.force_close()
+    return response
 
 
 def auth_middleware(api_key: str | None):
@@ -75,7 +80,8 @@ def auth_middleware(api_key: str | None):
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         if expected is not None and (request.method, request.path) in PROTECTED:
             # TGI compares the whole header case-insensitively with "Bearer <key>".
-            given = request.headers.get("Authorization", "").lower().encode()
+            # aiohttp keeps a header's non-UTF-8 bytes as surrogates: compare the bytes sent.
+            given = request.headers.get("Authorization", "").lower().encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 raise Unauthorized()
         return await handler(request)

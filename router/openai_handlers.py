@@ -62,7 +62,7 @@ async def models(request: web.Request) -> web.Response:
 
 async def _answer(request: web.Request, output_format: type[Format], params: OpenAIParameters, valids: list[ValidRequest],
                   timing: Timing) -> web.StreamResponse:
-    answer = Answer.start(output_format, request[REQUEST_ID], request.app[STATE].model_id, version())
+    answer = Answer.start(output_format, request.app[STATE].model_id, version())
     if params.stream:
         return await _answer_sse(request, answer, params, valids, timing)
     return await _answer_json(request, answer, params, valids, timing)
@@ -95,7 +95,7 @@ async def _answer_sse(request: web.Request, answer: Answer, params: OpenAIParame
                       timing: Timing) -> web.StreamResponse:
     state = request.app[STATE]
     with contextlib.ExitStack() as leases:  # no healthy shard: a 424 before any header
-        shards = [leases.enter_context(state.pool.lease()) for _ in valids]
+        shards = [leases.enter_context(state.pool.lease(valid.num_kv_tokens)) for valid in valids]
         stream = EventStream({"x-compute-type": state.config.compute_type,
                               "x-compute-characters": str(sum(len(valid.inputs) for valid in valids))})
 

@@ -5,6 +5,7 @@ the stream writer route-agnostic."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,9 +87,10 @@ class Answer:
     system_fingerprint: str
 
     @classmethod
-    def start(cls, output_format: type[Format], request_id: str, model: str, version: str) -> Answer:
-        # TGI's fingerprint: "<version>-<docker label or native>".
-        return cls(output_format, output_format.id_prefix + request_id, int(time.time()), model,
+    def start(cls, output_format: type[Format], model: str, version: str) -> Answer:
+        # The id is the router's own: a client-chosen request id may repeat. TGI's
+        # fingerprint: "<version>-<docker label or native>".
+        return cls(output_format, output_format.id_prefix + uuid.uuid4().hex, int(time.time()), model,
                    f"{version}-native")
 
     def body(self, choices: list[dict], usage: dict | None, *, chunk: bool = False) -> dict:

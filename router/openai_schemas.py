@@ -57,9 +57,11 @@ COMPLETION_FIELDS = {**_SHARED_FIELDS, "prompt": "prompt", "logprobs": "u32", "s
                      "echo": "false"}
 
 # Ranges as the checks below and TGI's validation (after to_generate_parameters) apply
-# them: temperature 0 means greedy, and top_p 1 means "off".
-RANGES = {"n": Range(1, 1), "max_tokens": Range(low=0, low_open=True), "temperature": Range(low=0.0),
-          "top_p": Range(0.0, 1.0, low_open=True), "frequency_penalty": TGI_RANGES["frequency_penalty"],
+# them: temperature 0 means greedy, and top_p 1 means "off". One gap a range cannot show:
+# a temperature above 0 but below validation.FLOAT32_MIN is refused there.
+RANGES = {"n": Range(1, 1), "max_tokens": Range(low=0, low_open=True),
+          "temperature": Range(0.0, TGI_RANGES["temperature"].high),
+          "top_p": Range(TGI_RANGES["top_p"].low, 1.0), "frequency_penalty": TGI_RANGES["frequency_penalty"],
           "presence_penalty": TGI_RANGES["presence_penalty"]}
 
 

@@ -87,14 +87,29 @@ def build_document(config: RouterConfig, limits: Limits, version: str) -> dict:
     return document
 
 
-def field_schema(name: str, kind: str, bound: Range | None, validated: bool = True) -> dict:
-    """One request field: its kind's JSON Schema, narrowed by its range; null means unset."""
+def field_schema(name: str, kind: str, bound: Range | None, validated: bool = True,
+                 length: Range | None = None) -> dict:
+    """One request field: its kind's JSON Schema, narrowed by its range (and its strings by
+    `length`); null means unset."""
     if validated and name in UNSUPPORTED:
         return {"nullable": True, "enum": [None], "description": DESCRIPTIONS[name]}
     schema = dict(_CUSTOM_KINDS[kind] if kind in _CUSTOM_KINDS else _kind_schema(kind))
+    if length is not None:
+        schema = _string_lengths(schema, length)
     if bound is not None:
         schema = _narrowed(schema, bound)
     return nullable({**schema, "description": DESCRIPTIONS[name]})
+
+
+def _string_lengths(schema: dict, bound: Range) -> dict:
+    """Every string in the field, a list's items too, at most `bound.high` characters."""
+    if "oneOf" in schema:
+        return {**schema, "oneOf": [_string_lengths(option, bound) for option in schema["oneOf"]]}
+    if schema.get("type") == "array":
+        return {**schema, "items": _string_lengths(schema["items"], bound)}
+    if schema.get("type") == "string" and bound.high is not None:
+        return {**schema, "maxLength": int(bound.high)}
+    return schema
 
 
 def _kind_schema(kind: str) -> dict:
@@ -124,7 +139,8 @@ def _narrowed(schema: dict, bound: Range) -> dict:
 
 def _object(fields: dict[str, str], ranges: dict[str, Range], required: tuple[str, ...] = (),
             validated: bool = True) -> dict:
-    properties = {name: field_schema(name, kind, ranges.get(name), validated) for name, kind in fields.items()}
+    properties = {name: field_schema(name, kind, ranges.get(name), validated, ranges.get(f"{name}_length"))
+                  for name, kind in fields.items()}
     for name in required:  # present and not null
         properties[name] = {key: value for key, value in properties[name].items() if key != "nullable"}
     return {"type": "object", "properties": properties, **({"required": list(required)} if required else {})}
@@ -133,7 +149,7 @@ def _object(fields: dict[str, str], ranges: dict[str, Range], required: tuple[st
 def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
     tgi_ranges = {**RANGES, **limit_ranges(limits)}
     openai_ranges = {**openai_schemas.RANGES, "top_logprobs": tgi_ranges["top_n_tokens"],
-                     "stop": tgi_ranges["stop"]}
+                     "stop": tgi_ranges["stop"], "stop_length": tgi_ranges["stop_length"]}
     completion_ranges = {**openai_ranges, "logprobs": tgi_ranges["top_n_tokens"],
                          "prompt": Range(1, config.max_client_batch_size)}
     inputs = {"type": "string", "description": "The prompt"}

@@ -17,13 +17,23 @@ from router import handlers
 from router.state import CONFIG, STATE
 
 STATIC_DIR = Path(__file__).parent / "static"
+_ASSETS = frozenset({"playground.css", "playground.js"})
 
 
 def routes() -> list[web.AbstractRouteDef]:
     return [
         web.get("/playground", playground),
-        web.static("/static", STATIC_DIR),
+        web.get("/static/{name}", static_asset),
     ]
+
+
+async def static_asset(request: web.Request) -> web.FileResponse:
+    """Only the page's own files, by name. aiohttp's static route answers a missing or
+    escaping path with an empty 404 of its own, past the JSON error middleware."""
+    name = request.match_info["name"]
+    if name not in _ASSETS:
+        raise web.HTTPNotFound()
+    return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
 
 
 async def playground(request: web.Request) -> web.Response:

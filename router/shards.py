@@ -1,6 +1,6 @@
 """ShardPool: one grpc.aio channel per shard, least-outstanding choice among the healthy
-ones, and a background Health poll that takes failed shards out of rotation until they
-answer again."""
+ones, a background Health poll that takes failed shards out of rotation until they
+answer again, and a watch that fails the streams of a shard gone silent."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from router.errors import GenerationError
+from router.errors import GenerationError, Overloaded
+from router.metrics import ShardState
 from router.wire import ShardClient, ShardInfo, ShardLoad, ShardRequest, TokenDelta
 
 log = logging.getLogger(__name__)
@@ -22,18 +23,33 @@ log = logging.getLogger(__name__)
 # Codes that say "this shard is gone", not "this request was bad".
 _SHARD_DOWN_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
-# A downed link or a powered-off host sends no FIN or RST, and a server stream has nothing
-# for the router to send, so only HTTP/2 pings notice: every 0.5 s, given 1 s to answer,
-# fails the host's streams within the 2 s the router promises. Shards accept pings this
+# Busy is not dead (issue 12.8). A host that stops answering (a frozen process; a downed
+# link or a powered-off host, which send no FIN or RST; a server stream has nothing for the
+# router to send) must fail its streams within the 2 s the router promises. A host whose
+# cores are saturated must not, though any of its threads, or ours, may then wait a second
+# or more for a CPU. gRPC's keepalive cannot tell the two apart: a client pings at most once
+# a second and drops the connection when one ping goes unanswered, so 2 s meant giving one
+# ping 1 s. The router instead judges a shard with requests open by its silence: anything
+# heard from it (a token on any stream, a Health answer) is life; once it is silent for
+# PROBE_AFTER_S, Health is asked again every PROBE_AFTER_S, each call given DEAD_AFTER_S;
+# only DEAD_AFTER_S without any answer fails its streams. A tick of the watch that comes
+# late means this process was starved too, with answers perhaps still unread: no verdict.
+LIVENESS_TICK_S = 0.1
+PROBE_AFTER_S = 0.25
+DEAD_AFTER_S = 1.6
+LATE_TICK_S = 0.2
+
+# HTTP/2 keepalive stays as the backstop for a connection with nothing open on it, given
+# long enough that it is never what fails a slow shard's streams. Shards accept pings this
 # often (shard/health.py); gRPC would otherwise stop after two pings without data.
 # Reconnects back off to 2 s at most, not gRPC's 120 s, so a host whose link or process
 # comes back is in rotation again within a few health checks.
 CHANNEL_OPTIONS = (
-    ("grpc.keepalive_time_ms", 500),
-    ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 5000),
     # What grpcio (1.85) actually waits for a ping's answer: keepalive_timeout_ms alone
-    # leaves a frozen (SIGSTOP) shard's streams hanging (tests/reliability/test_faults.py).
-    ("grpc.http2.ping_timeout_ms", 1000),
+    # never fails a frozen peer's connection.
+    ("grpc.http2.ping_timeout_ms", 5000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
@@ -47,6 +63,16 @@ class Shard:
     healthy: bool = True
     num_outstanding: int = 0
     load: ShardLoad | None = None
+    max_batch_total_tokens: int = 0  # its KV budget, from Info
+    num_reserved_tokens: int = 0  # prompt + max_new_tokens of the calls this router has open on it
+    heard_at: float = 0.0  # time.monotonic() of its last token or Health answer
+    probed_at: float = 0.0  # of the last Health call the liveness watch made
+
+
+def _cancelling() -> bool:
+    """Whether this task is being cancelled, rather than a call cancelled under it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class ShardPool:
@@ -60,12 +86,21 @@ class ShardPool:
         channel = grpc.aio.insecure_channel(uri, options=CHANNEL_OPTIONS)
         return Shard(uri=uri, channel=channel, client=ShardClient(channel))
 
+    @staticmethod
+    def _reopen(shard: Shard) -> grpc.aio.Channel:
+        """A fresh channel for `shard`; returns the old one, still open."""
+        old = shard.channel
+        shard.channel = grpc.aio.insecure_channel(shard.uri, options=CHANNEL_OPTIONS)
+        shard.client = ShardClient(shard.channel)
+        return old
+
     async def connect(self, timeout_s: float) -> ShardInfo:
         """Wait for every shard's Info; the limits are the tightest across shards."""
         deadline = time.monotonic() + timeout_s
         infos = await asyncio.gather(*(self._wait_for_info(shard, deadline) for shard in self.shards))
         first = infos[0]
         for shard, info in zip(self.shards, infos):
+            shard.max_batch_total_tokens = info.max_batch_total_tokens
             if info.model_id != first.model_id:
                 log.warning("shard %s serves %r, shard %s serves %r", shard.uri, info.model_id,
                             self.shards[0].uri, first.model_id)
@@ -86,28 +121,49 @@ class ShardPool:
                     log.info("shard %s not ready: %s", shard.uri, exc.details())
                     await asyncio.sleep(min(0.5, max(remaining_s, 0)))
 
+    def states(self) -> list[ShardState]:
+        """What /metrics shows of each shard."""
+        return [ShardState(uri=shard.uri, healthy=shard.healthy, num_outstanding=shard.num_outstanding,
+                           num_reserved_tokens=shard.num_reserved_tokens,
+                           max_batch_total_tokens=shard.max_batch_total_tokens,
+                           num_waiting=shard.load.num_waiting if shard.load else 0) for shard in self.shards]
+
     @property
     def any_healthy(self) -> bool:
         return any(shard.healthy for shard in self.shards)
 
     @contextmanager
-    def lease(self) -> Iterator[Shard]:
-        """The healthy shard with the fewest requests outstanding, counted as busy from
-        this moment (not from the first gRPC read) so concurrent picks spread out."""
+    def lease(self, num_tokens: int) -> Iterator[Shard]:
+        """The healthy shard with the fewest requests outstanding among those whose KV
+        budget still holds `num_tokens` (prompt + max_new_tokens), counted as busy from
+        this moment (not from the first gRPC read) so concurrent picks spread out. No
+        room anywhere is a 429 now: the request would otherwise wait on the shard, for as
+        long as the running ones take, where the router cannot see it."""
         healthy = [shard for shard in self.shards if shard.healthy]
         if not healthy:
             raise GenerationError("no healthy shard is available")
-        shard = min(healthy, key=lambda candidate: candidate.num_outstanding)
+        fitting = [shard for shard in healthy
+                   if shard.num_reserved_tokens + num_tokens <= shard.max_batch_total_tokens]
+        if not fitting:
+            raise Overloaded()
+        shard = min(fitting, key=lambda candidate: candidate.num_outstanding)
+        if not shard.num_outstanding:  # its silence counts from now, not from its last request
+            shard.heard_at = time.monotonic()
         shard.num_outstanding += 1
+        shard.num_reserved_tokens += num_tokens
         try:
             yield shard
         finally:
             shard.num_outstanding -= 1
+            shard.num_reserved_tokens -= num_tokens
 
     async def generate(self, shard: Shard, request: ShardRequest) -> AsyncIterator[TokenDelta]:
-        """Stream one request from a leased shard; a gRPC failure becomes a GenerationError."""
+        """Stream one request from a leased shard; a gRPC failure, or the shard falling
+        silent (see DEAD_AFTER_S), becomes a GenerationError."""
+        channel = shard.channel
         try:
             async for delta in shard.client.generate(request):
+                shard.heard_at = time.monotonic()
                 yield delta
         except grpc.aio.AioRpcError as exc:
             log.warning("request_id=%s call_id=%s shard %s failed: %s %s", request.log_id, request.call_id, shard.uri,
@@ -116,25 +172,75 @@ class ShardPool:
                 self._set_health(shard, False)
             self._check_soon(shard)  # confirm (or restore) the shard's health right away
             raise GenerationError(f"Server error: {exc.details() or exc.code().name}") from exc
+        except asyncio.CancelledError:
+            if shard.channel is channel or _cancelling():
+                raise
+            # The watch closed this call's channel (_fail_silent): not our task's cancellation.
+            raise GenerationError(f"Server error: shard {shard.uri} stopped answering") from None
 
     async def run_health_checks(self) -> None:
-        """Poll every shard forever; run as a background task."""
+        """Poll every shard forever, and watch those with requests open; a background task."""
+        await asyncio.gather(self._poll(), self._watch())
+
+    async def _poll(self) -> None:
         while True:
             await asyncio.gather(*(self.check(shard) for shard in self.shards))
             await asyncio.sleep(self._interval_s)
 
     async def check(self, shard: Shard) -> None:
+        """One Health call: out of rotation if it fails, or gets no answer for as long as it
+        takes to call a shard dead; back in once it answers."""
         try:
-            shard.load = await shard.client.health(timeout_s=max(2 * self._interval_s, 1.0))
-        except grpc.aio.AioRpcError as exc:
+            shard.load = await shard.client.health(timeout_s=max(2 * self._interval_s, DEAD_AFTER_S))
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                raise
             if shard.healthy:
-                log.warning("shard %s failed its health check: %s", shard.uri, exc.details())
+                log.warning("shard %s failed its health check: %s", shard.uri,
+                            exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "channel closed")
             self._set_health(shard, False)
         else:
+            shard.heard_at = time.monotonic()
             self._set_health(shard, True)
 
+    async def _watch(self) -> None:
+        ticked_at = time.monotonic()
+        while True:
+            await asyncio.sleep(LIVENESS_TICK_S)
+            now = time.monotonic()
+            on_time, ticked_at = now - ticked_at < LIVENESS_TICK_S + LATE_TICK_S, now
+            for shard in self.shards:
+                if not shard.num_outstanding:
+                    continue
+                silent_s = now - shard.heard_at
+                if silent_s > DEAD_AFTER_S and on_time:
+                    self._fail_silent(shard, silent_s)
+                elif silent_s > PROBE_AFTER_S and now - shard.probed_at >= PROBE_AFTER_S:
+                    shard.probed_at = now
+                    self._spawn(self._probe(shard))
+
+    async def _probe(self, shard: Shard) -> None:
+        try:
+            shard.load = await shard.client.health(timeout_s=DEAD_AFTER_S)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                raise
+        else:
+            shard.heard_at = time.monotonic()
+
+    def _fail_silent(self, shard: Shard, silent_s: float) -> None:
+        """Closing the channel cancels every call on it; a fresh one reconnects."""
+        log.warning("shard %s sent nothing for %.1f s: failing its %d open requests", shard.uri,
+                    silent_s, shard.num_outstanding)
+        self._set_health(shard, False)
+        self._spawn(self._reopen(shard).close())
+        shard.heard_at = time.monotonic()  # no second verdict while its calls unwind
+
     def _check_soon(self, shard: Shard) -> None:
-        task = asyncio.get_running_loop().create_task(self.check(shard))
+        self._spawn(self.check(shard))
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
 

@@ -5,8 +5,8 @@ small thread pool so a long prompt never blocks the event loop."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from tokenizers import Encoding, Tokenizer
@@ -30,23 +30,35 @@ class PromptTokenizer:
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return (await self._encode(text, add_special_tokens)).ids
 
-    async def tokenize(self, text: str) -> list[dict]:
-        """TGI's /tokenize answer: offsets are byte offsets into `text`."""
-        encoding = await self._encode(text)
+    async def tokenize_json(self, text: str, max_input_tokens: int, dumps: Callable[[object], str]) -> bytes:
+        """TGI's /tokenize answer, serialized: offsets are byte offsets into `text`. All of
+        it runs in the pool, since every part grows with the text."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._tokenize_json, text, max_input_tokens, dumps)
+
+    def _tokenize_json(self, text: str, max_input_tokens: int, dumps: Callable[[object], str]) -> bytes:
+        encoding = self._encode_in_worker(text)
+        if len(encoding) > max_input_tokens:  # len(): no list of a million ids just to refuse them
+            raise ValidationError(f"`inputs` must have less than {max_input_tokens} tokens. "
+                                  f"Given: {len(encoding)}")
         byte_offsets = _byte_offsets(text)
-        return [
+        return dumps([
             {"id": token_id, "text": text[start:stop], "start": byte_offsets[start], "stop": byte_offsets[stop]}
             for token_id, (start, stop) in zip(encoding.ids, encoding.offsets)
-        ]
+        ]).encode("utf-8")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _encode(self, text: str, add_special_tokens: bool = True) -> Encoding:
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._encode_in_worker, text, add_special_tokens)
+
+    def _encode_in_worker(self, text: str, add_special_tokens: bool = True) -> Encoding:
+        # encode_batch, not encode: tokenizers' encode holds the GIL for part of its work,
+        # which froze the event loop for seconds on a 2 MB prompt; encode_batch releases it.
         try:
-            encode = functools.partial(self._tokenizer.encode, text, add_special_tokens=add_special_tokens)
-            return await loop.run_in_executor(self._executor, encode)
+            return self._tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0]
         except Exception as exc:  # tokenizers raises plain Exceptions
             raise ValidationError(f"tokenizer error {exc}") from exc
 

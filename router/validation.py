@@ -28,14 +28,21 @@ class Range:
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
 
-# TGI's ranges (validation.rs). TGI refuses top_p = 1.0 too, although it is the internal default.
+# Sampling values reach the shard as float32s (protos/shard.proto): a positive value below
+# the smallest normal float32 arrives as 0 (which the shard reads as unset) or subnormal,
+# one above the largest as infinity, and neither divides logits usefully.
+FLOAT32_MIN = 2.0 ** -126
+FLOAT32_MAX = (2.0 - 2.0 ** -23) * 2.0 ** 127
+
+# What validation accepts: TGI's ranges (_SAMPLING_RULES) within float32's. TGI refuses
+# top_p = 1.0 too, although it is the internal default.
 RANGES: dict[str, Range] = {
-    "temperature": Range(low=0.0, low_open=True),
-    "repetition_penalty": Range(low=0.0, low_open=True),
+    "temperature": Range(FLOAT32_MIN, FLOAT32_MAX),
+    "repetition_penalty": Range(FLOAT32_MIN, FLOAT32_MAX),
     "frequency_penalty": Range(-2.0, 2.0),
     "presence_penalty": Range(-2.0, 2.0),
-    "top_p": Range(0.0, 1.0, low_open=True, high_open=True),
-    "typical_p": Range(0.0, 1.0, low_open=True, high_open=True),
+    "top_p": Range(FLOAT32_MIN, 1.0, high_open=True),
+    "typical_p": Range(FLOAT32_MIN, 1.0, high_open=True),
     "top_k": Range(low=0, low_open=True),
     "max_new_tokens": Range(low=0, low_open=True),
 }
@@ -45,19 +52,25 @@ RANGES: dict[str, Range] = {
 def limit_ranges(limits: Limits) -> dict[str, Range]:
     """The ranges set by this router's limits. best_of 0 counts as 1 on /generate."""
     return {"best_of": Range(0, limits.max_best_of), "truncate": Range(0, limits.max_input_tokens, low_open=True),
-            "stop": Range(0, limits.max_stop_sequences), "top_n_tokens": Range(0, limits.max_top_n_tokens)}
+            "stop": Range(0, limits.max_stop_sequences), "stop_length": Range(0, limits.max_stop_sequence_length),
+            "top_n_tokens": Range(0, limits.max_top_n_tokens)}
 
 
-# TGI's check order and wording (validation.rs); the bounds themselves are in RANGES.
+_POSITIVE = Range(low=0.0, low_open=True)
+_UNIT_OPEN = Range(0.0, 1.0, low_open=True, high_open=True)
+
+# TGI's checks: its order, ranges and wording (validation.rs).
 _SAMPLING_RULES = (
-    ("temperature", "strictly positive"),
-    ("repetition_penalty", "strictly positive"),
-    ("frequency_penalty", ">= -2.0 and <= 2.0"),
-    ("presence_penalty", ">= -2.0 and <= 2.0"),
-    ("top_p", "> 0.0 and < 1.0"),
-    ("typical_p", "> 0.0 and < 1.0"),
-    ("top_k", "strictly positive"),
+    ("temperature", _POSITIVE, "strictly positive"),
+    ("repetition_penalty", _POSITIVE, "strictly positive"),
+    ("frequency_penalty", RANGES["frequency_penalty"], ">= -2.0 and <= 2.0"),
+    ("presence_penalty", RANGES["presence_penalty"], ">= -2.0 and <= 2.0"),
+    ("top_p", _UNIT_OPEN, "> 0.0 and < 1.0"),
+    ("typical_p", _UNIT_OPEN, "> 0.0 and < 1.0"),
+    ("top_k", RANGES["top_k"], "strictly positive"),
 )
+# Then float32's bounds (RANGES), which TGI does not check.
+_FLOAT32_CHECKED = ("temperature", "repetition_penalty", "top_p", "typical_p")
 
 
 def _outside(name: str, value: float | None) -> bool:
@@ -74,6 +87,11 @@ class ValidRequest:
     @property
     def input_length(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def num_kv_tokens(self) -> int:
+        """What the shard reserves for it: prompt + max_new_tokens."""
+        return len(self.input_ids) + self.max_new_tokens
 
 
 def check_before_admission(params: GenerateParameters, limits: Limits, *, streaming: bool) -> int:
@@ -123,9 +141,17 @@ def _check_sampling(params: GenerateParameters) -> None:
         value is not None for value in (params.temperature, params.top_k, params.top_p, params.typical_p))
     if (params.best_of or 1) > 1 and not sampling:
         raise ValidationError("you must use sampling when `best_of` is > 1")
-    for name, rule in _SAMPLING_RULES:
-        if _outside(name, getattr(params, name)):
+    for name, tgi_range, rule in _SAMPLING_RULES:
+        value = getattr(params, name)
+        if value is not None and value not in tgi_range:
             raise ValidationError(f"`{name}` must be {rule}")
+    for name in _FLOAT32_CHECKED:
+        value = getattr(params, name)
+        if _outside(name, value):
+            high = RANGES[name].high
+            bounds = f"< {high}" if RANGES[name].high_open else f"<= {high:.8g}"
+            raise ValidationError(f"`{name}` must be >= {FLOAT32_MIN:.8g} and {bounds}: it reaches the shard "
+                                  f"as a float32. Given: {value}")
 
 
 def _check_stopping(params: GenerateParameters, limits: Limits) -> None:
@@ -135,6 +161,11 @@ def _check_stopping(params: GenerateParameters, limits: Limits) -> None:
     if len(params.stop) not in ranges["stop"]:
         raise ValidationError(f"`stop` supports up to {limits.max_stop_sequences} stop sequences. "
                               f"Given: {len(params.stop)}")
+    # Holding back a partial stop string costs memory and latency in its length.
+    longest = max(map(len, params.stop), default=0)
+    if longest not in ranges["stop_length"]:
+        raise ValidationError(f"`stop` supports stop sequences of up to {limits.max_stop_sequence_length} "
+                              f"characters. Given: {longest}")
     if (params.best_of or 1) > 1 and params.seed is not None:
         raise ValidationError("`seed` must not be set when `best_of` > 1")
     top_n = params.top_n_tokens or 0

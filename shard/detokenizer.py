@@ -10,6 +10,9 @@ from __future__ import annotations
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
+# The router's matcher, so both sides agree on where a stop string ends (both images carry router/).
+from router.stops import StopAutomaton
+
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer: Tokenizer, special_ids: frozenset[int]):
@@ -37,16 +40,13 @@ def token_text(tokenizer: Tokenizer, token_id: int) -> str:
 
 
 class StopMatcher:
-    """Finds a stop string in the generated text, also when it spans several tokens."""
+    """Finds a stop string in the generated text, also when it spans several tokens. One
+    automaton per stop string: a token costs time in its own length only, whatever the
+    stop strings' lengths or the text's so far."""
 
     def __init__(self, stop_sequences: tuple[str, ...]):
-        self._stops = tuple(s for s in stop_sequences if s)
-        self._keep = max((len(s) for s in self._stops), default=0) - 1
-        self._tail = ""
+        self._automata = [StopAutomaton(stop) for stop in stop_sequences if stop]
 
     def feed(self, text: str) -> bool:
-        if not self._stops or not text:
-            return False
-        window = self._tail + text
-        self._tail = window[-self._keep:] if self._keep > 0 else ""
-        return any(stop in window for stop in self._stops)
+        # Every automaton sees every character, so each stays current whichever one matches.
+        return any([automaton.feed(text) for automaton in self._automata])

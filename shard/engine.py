@@ -6,6 +6,7 @@ of one step at once.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -139,6 +140,7 @@ class Engine:
             except Exception:
                 log.exception("step failed; retrying its requests one by one")
                 plan, results = self._execute_isolated(plan)
+            plan, results = self._fail_unsampled(plan, results)
             self.publish(self._update(plan, results))
             self.metrics.observe_step(plan, time.perf_counter() - started, self.scheduler)
 
@@ -211,6 +213,24 @@ class Engine:
     def _forget(self, request_id: str) -> None:
         self._tracked.pop(request_id, None)
         self.runner.forget(request_id)
+
+    def _fail_unsampled(self, plan: StepPlan, results: list[ChunkResult]
+                        ) -> tuple[StepPlan, list[ChunkResult]]:
+        """Requests whose own sampling values left them no token fail alone. The step stands
+        for the others: the forward pass is shared, but sampling is per row."""
+        if all(result.error is None for result in results):
+            return plan, results
+        kept, events = [], []
+        for chunk, result in zip(plan.chunks, results):
+            if result.error is None:
+                kept.append((chunk, result))
+                continue
+            log.error("request %s failed: %s", chunk.seq.request_id, result.error)
+            self.scheduler.finish(chunk.seq, None)
+            self._forget(chunk.seq.request_id)
+            events.append(TokenEvent(chunk.seq.request_id, error=result.error))
+        self.publish(events)
+        return dataclasses.replace(plan, chunks=tuple(c for c, _ in kept)), [r for _, r in kept]
 
     def _execute_isolated(self, plan: StepPlan) -> tuple[StepPlan, list[ChunkResult]]:
         """Re-run a failed step one request at a time, so a request that breaks the model

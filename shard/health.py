@@ -14,10 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICE_NAME = "sluice.shard.v1.Shard"
 
-# The router pings every 0.5 s so it notices a dead link within its 2 s budget (see
-# router/shards.py). gRPC's default answer to pings that frequent is a GOAWAY, which
-# would drop every stream: accept them. Our own pings notice a router that vanished
-# without a FIN, so its requests stop holding KV slots.
+# The router pings after each second of quiet on a connection (router/shards.py; its
+# streams' liveness is judged by silence, not by pings). gRPC's default answer to pings
+# that frequent is a GOAWAY, which would drop every stream: accept them. Our own pings
+# notice a router that vanished without a FIN, so its requests stop holding KV slots.
 SERVER_OPTIONS = (
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 400),
     ("grpc.http2.max_ping_strikes", 0),

@@ -19,6 +19,7 @@ class ChunkResult:
     logprob: float = math.nan
     top_tokens: tuple[tuple[int, float], ...] = ()
     prefill_logprobs: tuple[float, ...] = ()   # for prompt positions start+1 .. end-1(+1)
+    error: str | None = None             # this request alone could not sample: it fails
 
 
 class ModelRunner:
@@ -87,7 +88,8 @@ class ModelRunner:
             # Most steps sample every row: no copy of the [rows, vocab] matrix then.
             chosen = logits if selected == list(range(logits.shape[0])) else logits[selected]
             sampled = sample(chosen, rows, self.greedy)
-            picked = iter(zip(sampled.token_ids, sampled.logprobs, sampled.top_tokens))
+            errors = sampled.errors or [None] * len(rows)
+            picked = iter(zip(sampled.token_ids, sampled.logprobs, sampled.top_tokens, errors))
         results = []
         for chunk, row, (first, count) in zip(chunks, sample_rows, prompt_rows):
             prefill = self._prompt_logprobs(chunk, logits[first:first + count]) if (
@@ -95,8 +97,8 @@ class ModelRunner:
             if row is None:
                 results.append(ChunkResult(None, prefill_logprobs=prefill))
                 continue
-            token_id, logprob, top = next(picked)
-            results.append(ChunkResult(token_id, logprob, tuple(top), prefill))
+            token_id, logprob, top, error = next(picked)
+            results.append(ChunkResult(token_id, logprob, tuple(top), prefill, error))
         return results
 
     def _prompt_logprobs(self, chunk: Chunk, logits: torch.Tensor) -> tuple[float, ...]:

@@ -6,12 +6,16 @@ whatever else shares the batch.
 """
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from shard.sequence import SamplingParams
+
+log = logging.getLogger(__name__)
 
 WATERMARK_GAMMA = 0.5
 WATERMARK_DELTA = 2.0
@@ -32,12 +36,15 @@ class Sampled:
     token_ids: list[int]
     logprobs: list[float]
     top_tokens: list[list[tuple[int, float]]]
+    errors: list[str | None] | None = None   # per row: why it could not sample (None: it did)
 
 
 def sample(logits: torch.Tensor, rows: list[RowRequest],
            greedy: Callable[[torch.Tensor], tuple[list[int], list[float]]] | None = None
            ) -> Sampled:
-    """`greedy`, where given, picks plain greedy rows in one fused pass (the CPU kernel)."""
+    """`greedy`, where given, picks plain greedy rows in one fused pass (the CPU kernel).
+    Given finite logits, a row whose own sampling values leave nothing to choose fails
+    alone (Sampled.errors)."""
     if all(r.params.is_greedy and not _needs_processing(r.params) and not r.top_n_tokens
            for r in rows):
         # The common case: no full log-softmax matrix, only the chosen token's logprob.
@@ -47,13 +54,31 @@ def sample(logits: torch.Tensor, rows: list[RowRequest],
         token_ids = logits.argmax(dim=-1)
         chosen = logits.gather(1, token_ids[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
         return Sampled(token_ids.tolist(), chosen.tolist(), [[] for _ in rows])
-    else:
-        logits = logits.float()
-        logits = torch.stack([_process_row(logits[i], r) for i, r in enumerate(rows)])
-        logprobs = torch.log_softmax(logits, dim=-1)
-        token_ids = torch.stack([_choose(logprobs[i], r) for i, r in enumerate(rows)])
-    chosen = logprobs.gather(1, token_ids[:, None])[:, 0]
-    return Sampled(token_ids.tolist(), chosen.tolist(), _top_tokens(logprobs, rows))
+    logits = logits.float()
+    if not bool(torch.isfinite(logits).all()):
+        # The model's fault, not a request's: the engine re-runs the step one request at a time.
+        raise FloatingPointError("the model's logits are not finite")
+    picks = [_pick_row(logits[i], r) for i, r in enumerate(rows)]
+    logprobs = torch.stack([row_logprobs for row_logprobs, _ in picks])
+    token_ids = torch.stack([token_id for _, token_id in picks])
+    chosen = logprobs.gather(1, token_ids[:, None])[:, 0].tolist()
+    # A chosen token has a finite logprob whenever its row held one: this check needs no sync
+    # of its own, and it catches a row that broke without raising too (all NaN, say).
+    errors = [None if math.isfinite(logprob) else NO_CHOICE for logprob in chosen]
+    return Sampled(token_ids.tolist(), chosen, _top_tokens(logprobs, rows), errors)
+
+
+NO_CHOICE = "sampling failed: this request's sampling parameters left no token with a finite logprob"
+
+
+def _pick_row(row: torch.Tensor, r: RowRequest) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row's logprobs and choice; NaN logprobs where this request's values broke it."""
+    try:
+        logprobs = torch.log_softmax(_process_row(row, r), dim=-1)
+        return logprobs, _choose(logprobs, r)
+    except (RuntimeError, ValueError):
+        log.warning("sampling failed for one row: %s", r.params, exc_info=True)
+        return torch.full_like(row, math.nan), torch.zeros((), dtype=torch.long, device=row.device)
 
 
 def _needs_processing(params: SamplingParams) -> bool:
@@ -62,16 +87,23 @@ def _needs_processing(params: SamplingParams) -> bool:
 
 def _process_row(row: torch.Tensor, r: RowRequest) -> torch.Tensor:
     p = r.params
-    row = row.clone()
+    # float64 until the temperature is applied: a float32 logit divided by any normal float32
+    # penalty or temperature stays finite there.
+    row = row.double()
     if p.needs_penalties or p.watermark:
         history = torch.tensor(r.history, dtype=torch.long, device=row.device)
         row = _apply_penalties(row, history, r.num_prompt, p)
         if p.watermark:
             row = _apply_watermark(row, int(history[-1]))
+    row = _top_at_zero(row)
+    if not p.is_greedy and p.temperature != 1.0:
+        # The top stays 0 and the rest only falls: a tiny temperature tends to greedy, -inf
+        # below the top, instead of overflowing to inf and NaN. Shifting again covers a
+        # negative one, which only a client that skips the router can send.
+        row = _top_at_zero(row / p.temperature)
+    row = row.float()
     if p.is_greedy:
         return row
-    if p.temperature != 1.0:
-        row = row / p.temperature
     if p.top_k > 0:
         kth = torch.topk(row, min(p.top_k, row.shape[-1])).values[-1]
         row = row.masked_fill(row < kth, float("-inf"))
@@ -80,6 +112,13 @@ def _process_row(row: torch.Tensor, r: RowRequest) -> torch.Tensor:
     if p.typical_p < 1.0:
         row = _typical_p(row, p.typical_p)
     return row
+
+
+def _top_at_zero(row: torch.Tensor) -> torch.Tensor:
+    """The same distribution with its largest logit at 0; NaN becomes -inf (never chosen)
+    and +inf the largest finite value. A row with no finite logit stays NaN."""
+    row = torch.nan_to_num(row, nan=-math.inf, posinf=torch.finfo(row.dtype).max, neginf=-math.inf)
+    return row - row.max()
 
 
 def _apply_penalties(row: torch.Tensor, history: torch.Tensor, num_prompt: int,
@@ -102,7 +141,7 @@ def _apply_watermark(row: torch.Tensor, previous_token: int) -> torch.Tensor:
     rng = torch.Generator(device="cpu").manual_seed(WATERMARK_HASH_KEY * previous_token)
     greenlist = torch.randperm(row.shape[-1], generator=rng)[:int(WATERMARK_GAMMA * row.shape[-1])]
     return row.index_add(0, greenlist.to(row.device), torch.full(greenlist.shape, WATERMARK_DELTA,
-                                                                    device=row.device))
+                                                                    dtype=row.dtype, device=row.device))
 
 
 def _top_p(row: torch.Tensor, top_p: float) -> torch.Tensor:

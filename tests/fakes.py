@@ -63,9 +63,12 @@ class Script:
 
 
 class FakeShard(shard_pb2_grpc.ShardServicer):
-    def __init__(self, tokenizer_dir: str, max_total_tokens: int = 64, model_id: str = "fake-org/fake-model"):
+    def __init__(self, tokenizer_dir: str, max_total_tokens: int = 64, model_id: str = "fake-org/fake-model",
+                 max_batch_total_tokens: int | None = None):
         self.tokenizer_dir = tokenizer_dir
         self.max_total_tokens = max_total_tokens
+        # The KV budget the router's admission counts against (the fake itself holds any number).
+        self.max_batch_total_tokens = max_batch_total_tokens or 4 * max_total_tokens
         self.model_id = model_id
         self.script = Script()
         self.healthy = True
@@ -77,7 +80,7 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
     async def Info(self, request, context):
         return shard_pb2.InfoResponse(
             model_id=self.model_id, dtype="float32", device="cpu", max_total_tokens=self.max_total_tokens,
-            max_batch_total_tokens=4 * self.max_total_tokens, tokenizer_path=self.tokenizer_dir,
+            max_batch_total_tokens=self.max_batch_total_tokens, tokenizer_path=self.tokenizer_dir,
             eos_token_id=EOS_ID)
 
     async def Health(self, request, context):

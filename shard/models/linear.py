@@ -32,10 +32,11 @@ class Linear:
         self._int4 = None
         self.max_int4_rows = max_int4_rows
         on_cpu = device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+        self.weight = weight
         if on_cpu and torch.backends.mkldnn.is_available():
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-        else:
-            self.weight = weight
+            self._packed = _prepack(weight)
+            if self._packed is not None:
+                del self.weight
         if max_int4_rows and on_cpu and weight.shape[1] % INT4_GROUP_SIZE == 0:
             self._int4 = _quantize_int4(weight, dtype)
 
@@ -57,6 +58,15 @@ class Linear:
 
     def _packed_mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+
+
+def _prepack(weight: torch.Tensor) -> torch.Tensor | None:
+    """The oneDNN layout, or None where this CPU lacks its kernel (oneDNN's bf16 GEMM needs
+    AVX-512 or AVX-NE-CONVERT; an AVX2-only CPU then uses torch's plain bf16 matmul)."""
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+    except RuntimeError:
+        return None
 
 
 def _quantize_int4(weight: torch.Tensor, dtype: torch.dtype):

@@ -18,6 +18,10 @@ from tests.conftest import Process, free_port, http_ok
 from tests.shard.conftest import make_tiny_model
 
 
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
 @dataclass
 class RealStack:
     url: str
@@ -54,13 +58,9 @@ class RealStack:
 
     def metrics(self) -> dict[str, float]:
         """Every sample on /metrics, by its name with labels."""
-        _, _, body = self.get("/metrics")
-        samples = {}
-        for line in body.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                samples[name] = float(value)
-        return samples
+        from tests.reliability.conftest import metrics  # that module imports this one
+
+        return metrics(self.url)
 
     def processes(self) -> dict[str, list[psutil.Process]]:
         """The launcher's children by kind: "router" and "shard"."""
@@ -101,21 +101,27 @@ def running_stack(log_path: Path, *flags: str, model_dir: Path | None = None,
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("reliability-tiny-llama"))
+    """The tiny Llama, with ChatML as its chat template so /v1/chat/completions serves it too."""
+    path = make_tiny_model(tmp_path_factory.mktemp("reliability-tiny-llama"))
+    (path / "chat_template.jinja").write_text(CHATML)
+    return path
 
 
 @pytest.fixture
 def start_stack(tmp_path) -> Iterator[Callable[..., RealStack]]:
-    """start_stack(*launcher flags, model_dir=None) -> a ready RealStack. With `model_dir`
-    the shards serve it in float32 (pass a tiny model for speed); without, the default
-    model as `make run` serves it."""
+    """start_stack(*launcher flags, model_dir=None, rlimit_nofile=None) -> a ready RealStack.
+    With `model_dir` the shards serve it in float32 (pass a tiny model for speed); without,
+    the default model as `make run` serves it. `rlimit_nofile` (soft, hard) starts the
+    launcher, and so the router and shards, under that open-file limit."""
     started: list[RealStack] = []
 
-    def start(*flags: str, model_dir: Path | None = None, timeout_s: float = 300) -> RealStack:
+    def start(*flags: str, model_dir: Path | None = None, timeout_s: float = 300,
+              rlimit_nofile: tuple[int, int] | None = None) -> RealStack:
         port = free_port()
         model_flags = ["--model-id", str(model_dir), "--dtype", "float32"] if model_dir else []
+        prefix = ["prlimit", "--nofile={}:{}".format(*rlimit_nofile), "--"] if rlimit_nofile else []
         process = Process(["-m", "router.launcher", *model_flags, "--port", str(port), *flags],
-                          tmp_path / f"launcher-{len(started)}.log")
+                          tmp_path / f"launcher-{len(started)}.log", prefix)
         stack = RealStack(f"http://127.0.0.1:{port}", process)
         started.append(stack)
         process.wait_for(lambda: http_ok(stack.url + "/health"), timeout_s, "router.launcher")

@@ -12,6 +12,7 @@ import time
 import psutil
 
 from tests.conftest import Process, free_port, http_ok
+from tests.fakes import FakeShard
 from tests.reliability.conftest import metrics
 from tests.router.support import wait_until
 
@@ -102,12 +103,14 @@ def settled(url: str, fakes) -> bool:
             and not any(outstanding) and all(fake.num_active == 0 for fake in fakes))
 
 
-def test_a_thousand_clients_hanging_up_mid_stream(start_router):
+def test_a_thousand_clients_hanging_up_mid_stream(start_router, tokenizer_dir):
     """Each round: 1,000 streams, every client gone after its first event. CPython keeps freed
     memory for reuse rather than returning it, so the level is what the router holds after
     the first rounds; a leak (a request, task or gRPC call kept) would raise it every round."""
     clients, warm_up_rounds, rounds = 1000, 3, 6
-    router = start_router("--max-concurrent-requests", str(clients))
+    # A KV budget that holds every stream: here the permits are what is counted.
+    router = start_router("--max-concurrent-requests", str(clients),
+                          fakes=[FakeShard(tokenizer_dir, max_batch_total_tokens=clients * 64)])
     router.fake.script.token_delay_s = 0.05  # each stream would run 2.5 s
     body = {"inputs": "hello", "parameters": {"max_new_tokens": 50}}
     resident_mb = []
@@ -129,7 +132,9 @@ def test_clients_hanging_up_free_a_real_shards_batch(default_model_dir, tmp_path
     shard_port, metrics_port, port = free_port(), free_port(), free_port()
     shard = Process(["-m", "shard", "--model-id", str(default_model_dir), "--load-format", "dummy",
                      "--dtype", "float32", "--num-threads", "1", "--port", str(shard_port),
-                     "--metrics-port", str(metrics_port), "--max-total-tokens", "512"], tmp_path / "shard.log")
+                     "--metrics-port", str(metrics_port), "--max-total-tokens", "512",
+                         # every client's reservation fits: the router admits them all
+                         "--max-batch-total-tokens", str(clients * 512)], tmp_path / "shard.log")
     router = None
     try:
         shard.wait_for(lambda: "SHARD READY" in shard.output(), 300, "shard")

@@ -17,8 +17,9 @@ import grpc
 from aiohttp import web
 
 from protos import shard_pb2_grpc
-from router.app import RUNNER_OPTIONS, create_app
+from router.app import create_app
 from router.config import RouterConfig
+from router.connections import runner_options
 from router.state import STATE, RouterState
 from shard.health import SERVER_OPTIONS
 from tests.fakes import FakeShard
@@ -84,7 +85,7 @@ async def start_shard(fake: FakeShard) -> ShardServer:
 
 
 async def start_router(config: RouterConfig) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(create_app(config), **RUNNER_OPTIONS)
+    runner = web.AppRunner(create_app(config), **runner_options(config))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
