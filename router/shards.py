@@ -23,17 +23,15 @@ log = logging.getLogger(__name__)
 # Codes that say "this shard is gone", not "this request was bad".
 _SHARD_DOWN_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
-# Busy is not dead (issue 12.8). A host that stops answering (a frozen process; a downed
-# link or a powered-off host, which send no FIN or RST; a server stream has nothing for the
-# router to send) must fail its streams within the 2 s the router promises. A host whose
-# cores are saturated must not, though any of its threads, or ours, may then wait a second
-# or more for a CPU. gRPC's keepalive cannot tell the two apart: a client pings at most once
-# a second and drops the connection when one ping goes unanswered, so 2 s meant giving one
-# ping 1 s. The router instead judges a shard with requests open by its silence: anything
-# heard from it (a token on any stream, a Health answer) is life; once it is silent for
-# PROBE_AFTER_S, Health is asked again every PROBE_AFTER_S, each call given DEAD_AFTER_S;
-# only DEAD_AFTER_S without any answer fails its streams. A tick of the watch that comes
-# late means this process was starved too, with answers perhaps still unread: no verdict.
+# Busy is not dead (issue 12.8). A shard that stops answering (a frozen process; a downed
+# link or powered-off host, which send no FIN or RST) must fail its streams within the 2 s
+# the router promises; one whose host is only saturated must not, though its threads, or
+# ours, may then wait a second or more for a CPU. One HTTP/2 ping cannot tell them apart:
+# gRPC's client pings at most once a second, so a 2 s bound left one ping 1 s. Instead,
+# anything heard from a shard with requests open (a token on any stream, a Health answer)
+# is life; silent for PROBE_AFTER_S, it is asked Health every PROBE_AFTER_S; silent for
+# DEAD_AFTER_S, its streams fail. A watch tick that comes late means this process was
+# starved too, with answers perhaps still unread: that tick gives no verdict.
 LIVENESS_TICK_S = 0.1
 PROBE_AFTER_S = 0.25
 DEAD_AFTER_S = 1.6

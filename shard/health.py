@@ -17,15 +17,17 @@ SERVICE_NAME = "sluice.shard.v1.Shard"
 # The router pings after each second of quiet on a connection (router/shards.py; its
 # streams' liveness is judged by silence, not by pings). gRPC's default answer to pings
 # that frequent is a GOAWAY, which would drop every stream: accept them. Our own pings
-# notice a router that vanished without a FIN, so its requests stop holding KV slots.
+# notice a router that vanished without a FIN, so its requests stop holding KV slots;
+# they give it 4 s to answer, since a router on a busy host may not get a CPU for a
+# second or two, and its streams are alive all the same.
 SERVER_OPTIONS = (
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 400),
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.keepalive_time_ms", 1000),
-    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_timeout_ms", 4000),
     # grpcio waits this long for a ping's answer; keepalive_timeout_ms alone does not
     # fail a connection whose peer froze (the router's CHANNEL_OPTIONS say the same).
-    ("grpc.http2.ping_timeout_ms", 2000),
+    ("grpc.http2.ping_timeout_ms", 4000),
 )
 
 

@@ -1,6 +1,6 @@
-"""The keepalive policy router and shard must agree on: the router pings every 0.5 s to
-notice dead links (tests/ops/test_many_hosts.py), so a shard must accept pings that often
-even while a stream is silent (queued, or in a long prefill). gRPC's default server
+"""The keepalive policy router and shard must agree on: the router's HTTP/2 pings (a
+backstop beside its liveness watch, router/shards.py) come after each second of quiet, so
+a shard must accept pings that often even while a stream is silent (queued, or in a long prefill). gRPC's default server
 answers the third such ping with GOAWAY "too_many_pings", failing every stream."""
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 process frozen with SIGSTOP fails its streams within 2 s. A shard that is slow but alive
 keeps its streams, which run to their full length, and its place in rotation: one whose
 cores other processes keep saturated, and one starved outright for 1.2 s at a time, as a
-loaded host's processes sometimes are (see README, "Shards on other machines")."""
+loaded host's processes sometimes are (see README, "Shards on other machines"). So does
+a router starved for longer than a shard may stay silent."""
 from __future__ import annotations
 
 import subprocess
@@ -23,6 +24,7 @@ NUM_BUSY, LOAD_S = 16, 12.0
 NUM_STREAMS, MAX_NEW_TOKENS = 4, 200
 # Longer than one HTTP/2 ping's 1 s, shorter than the 1.6 s of silence that means dead.
 STALL_S, NUM_STALLS = 1.2, 8
+ROUTER_STALL_S = 1.8
 BUSY_LOOP = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass"
 
 
@@ -102,9 +104,9 @@ def test_a_shard_on_saturated_cores_keeps_its_streams_and_its_place(start_stack,
     assert_stayed_in_rotation(stack, samples)
 
 
-def test_a_shard_starved_for_seconds_at_a_time_keeps_its_streams_and_its_place(start_stack, tiny_model):
-    stack = start_stack(model_dir=tiny_model)
-    (shard,) = stack.processes()["shard"]
+def stall_mid_stream(stack, process, stall_s: float, num_stalls: int) -> None:
+    """Stop `process` for `stall_s` at a time while 4 long streams run; they must all end
+    in full, and the shard stay in rotation."""
     stop, samples = threading.Event(), []
     sampler = threading.Thread(target=sample_until, args=(stop, lambda: shard_healthy(stack), samples))
     streams = [in_thread(stack.post, "/generate_stream", stream_body(400), None, 300)
@@ -112,16 +114,30 @@ def test_a_shard_starved_for_seconds_at_a_time_keeps_its_streams_and_its_place(s
     sampler.start()
     stalls = 0
     try:
-        while stalls < NUM_STALLS and any(thread.is_alive() for thread, _ in streams):
+        while stalls < num_stalls and any(thread.is_alive() for thread, _ in streams):
             time.sleep(0.3)  # tokens flow, and with them the router's HTTP/2 pings
-            shard.suspend()
-            time.sleep(STALL_S)
-            shard.resume()
+            process.suspend()
+            time.sleep(stall_s)
+            process.resume()
             stalls += 1
     finally:
-        shard.resume()
+        process.resume()
     assert_complete(streams, 400)
-    assert stalls == NUM_STALLS  # every stall came mid-stream
+    assert stalls == num_stalls  # every stall came mid-stream
     stop.set()
     sampler.join()
     assert_stayed_in_rotation(stack, samples)
+
+
+def test_a_shard_starved_for_seconds_at_a_time_keeps_its_streams_and_its_place(start_stack, tiny_model):
+    stack = start_stack(model_dir=tiny_model)
+    (shard,) = stack.processes()["shard"]
+    stall_mid_stream(stack, shard, STALL_S, NUM_STALLS)
+
+
+def test_a_starved_router_judges_no_shard_dead(start_stack, tiny_model):
+    """Stopped longer than a shard may stay silent: on waking it must read what came in
+    meanwhile before it judges anyone."""
+    stack = start_stack(model_dir=tiny_model)
+    (router,) = stack.processes()["router"]
+    stall_mid_stream(stack, router, ROUTER_STALL_S, 3)
