@@ -104,9 +104,10 @@ def test_a_shard_on_saturated_cores_keeps_its_streams_and_its_place(start_stack,
     assert_stayed_in_rotation(stack, samples)
 
 
-def stall_mid_stream(stack, process, stall_s: float, num_stalls: int) -> None:
+def stall_mid_stream(stack, process, stall_s: float, num_stalls: int, min_stalls: int | None = None) -> None:
     """Stop `process` for `stall_s` at a time while 4 long streams run; they must all end
-    in full, and the shard stay in rotation."""
+    in full, and the shard stay in rotation. At least `min_stalls` stalls must come while
+    the streams run (a stopped router does not stop the shard, so its streams may end first)."""
     stop, samples = threading.Event(), []
     sampler = threading.Thread(target=sample_until, args=(stop, lambda: shard_healthy(stack), samples))
     streams = [in_thread(stack.post, "/generate_stream", stream_body(400), None, 300)
@@ -123,7 +124,7 @@ def stall_mid_stream(stack, process, stall_s: float, num_stalls: int) -> None:
     finally:
         process.resume()
     assert_complete(streams, 400)
-    assert stalls == num_stalls  # every stall came mid-stream
+    assert stalls >= (num_stalls if min_stalls is None else min_stalls)  # stalls came mid-stream
     stop.set()
     sampler.join()
     assert_stayed_in_rotation(stack, samples)
@@ -140,4 +141,4 @@ def test_a_starved_router_judges_no_shard_dead(start_stack, tiny_model):
     meanwhile before it judges anyone."""
     stack = start_stack(model_dir=tiny_model)
     (router,) = stack.processes()["router"]
-    stall_mid_stream(stack, router, ROUTER_STALL_S, 3)
+    stall_mid_stream(stack, router, ROUTER_STALL_S, 3, min_stalls=1)
