@@ -188,18 +188,22 @@ class ShardPool:
     async def check(self, shard: Shard) -> None:
         """One Health call: out of rotation if it fails, or gets no answer for as long as it
         takes to call a shard dead; back in once it answers."""
+        problem = await self._ask_health(shard, max(2 * self._interval_s, DEAD_AFTER_S))
+        if problem is not None and shard.healthy:
+            log.warning("shard %s failed its health check: %s", shard.uri, problem)
+        self._set_health(shard, problem is None)
+
+    async def _ask_health(self, shard: Shard, timeout_s: float) -> str | None:
+        """One Health call: records the load and that the shard was heard; returns why it
+        failed, or None."""
         try:
-            shard.load = await shard.client.health(timeout_s=max(2 * self._interval_s, DEAD_AFTER_S))
+            shard.load = await shard.client.health(timeout_s=timeout_s)
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and _cancelling():
                 raise
-            if shard.healthy:
-                log.warning("shard %s failed its health check: %s", shard.uri,
-                            exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "channel closed")
-            self._set_health(shard, False)
-        else:
-            shard.heard_at = time.monotonic()
-            self._set_health(shard, True)
+            return exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "channel closed"
+        shard.heard_at = time.monotonic()
+        return None
 
     async def _watch(self) -> None:
         ticked_at = time.monotonic()
@@ -218,13 +222,7 @@ class ShardPool:
                     self._spawn(self._probe(shard))
 
     async def _probe(self, shard: Shard) -> None:
-        try:
-            shard.load = await shard.client.health(timeout_s=DEAD_AFTER_S)
-        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and _cancelling():
-                raise
-        else:
-            shard.heard_at = time.monotonic()
+        await self._ask_health(shard, DEAD_AFTER_S)  # only its answer matters: the watch judges
 
     def _fail_silent(self, shard: Shard, silent_s: float) -> None:
         """Closing the channel cancels every call on it; a fresh one reconnects."""
