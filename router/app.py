@@ -11,49 +11,63 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from router import docs, handlers, openai_handlers, playground
 from router.admission import Admission
 from router.chat_template import ChatTemplate
 from router.config import RouterConfig, resolve_limits
+from router.docs import pages, playground
 from router.drain import Drain, drain_middleware
 from router.inference import Inference
 from router.metrics import Metrics
 from router.middlewares import add_request_id_header, auth_middleware, error_middleware, request_id_middleware
+from router.openai import handlers as openai
+from router.route_table import Route, RouteTable
 from router.shards import ShardPool
-from router.state import CONFIG, DRAIN, POOL, SHARD_INFO, STATE, TOKENIZER, RouterState
+from router.state import CHAT_TEMPLATE, CONFIG, DRAIN, POOL, ROUTE_TABLE, SHARD_INFO, STATE, TOKENIZER, RouterState
+from router.tgi import handlers as tgi
 from router.tokenizer import PromptTokenizer
 from router.validation import Validator
 
 log = logging.getLogger(__name__)
 
 
+# Every route, once, with its traits (route_table.Route).
+ROUTES = RouteTable([
+    # TGI's routes
+    Route("POST", "/generate", tgi.generate, needs_key=True),
+    Route("POST", "/generate_stream", tgi.generate_stream, needs_key=True),
+    Route("POST", "/", tgi.compat_generate, needs_key=True),
+    Route("POST", "/tokenize", tgi.tokenize, needs_key=True),
+    Route("GET", "/", playground.root),  # the health check; browsers get a link to the playground
+    Route("GET", "/health", tgi.health),
+    Route("GET", "/ping", tgi.health),
+    Route("GET", "/info", tgi.info, open_while_draining=True),
+    Route("GET", "/metrics", tgi.metrics, open_while_draining=True),
+    # OpenAI's routes
+    Route("POST", "/v1/chat/completions", openai.chat_completions, needs_key=True, openai=True),
+    Route("POST", "/v1/completions", openai.completions, needs_key=True, openai=True),
+    Route("GET", "/v1/models", openai.models, openai=True),
+    # Pages
+    Route("GET", "/playground", playground.playground),
+    Route("GET", "/static/{name}", playground.static_asset),
+    Route("GET", "/api-doc/openapi.json", pages.openapi_json, open_while_draining=True),
+    Route("GET", "/docs", pages.docs_page, open_while_draining=True),
+    Route("GET", "/docs/{name}", pages.docs_asset, open_while_draining=True),
+])
+
+
 def create_app(config: RouterConfig) -> web.Application:
     drain = Drain()
     app = web.Application(
         client_max_size=config.payload_limit,
-        middlewares=[request_id_middleware, error_middleware, drain_middleware(drain),
-                     auth_middleware(config.api_key)],
+        middlewares=[request_id_middleware, error_middleware(ROUTES), drain_middleware(drain, ROUTES),
+                     auth_middleware(config.api_key, ROUTES)],
     )
     app[CONFIG] = config
     app[DRAIN] = drain
+    app[ROUTE_TABLE] = ROUTES
     app.cleanup_ctx.extend([_shards_ctx, _tokenizer_ctx, _state_ctx])
     app.on_response_prepare.append(add_request_id_header)
-    app.router.add_routes([
-        web.post("/generate", handlers.generate),
-        web.post("/generate_stream", handlers.generate_stream),
-        web.post("/", handlers.compat_generate),
-        web.post("/tokenize", handlers.tokenize),
-        web.get("/", playground.root),  # browsers get a link to the playground
-        web.get("/health", handlers.health),
-        web.get("/ping", handlers.health),
-        web.get("/info", handlers.info),
-        web.get("/metrics", handlers.metrics),
-        web.post("/v1/chat/completions", openai_handlers.chat_completions),
-        web.post("/v1/completions", openai_handlers.completions),
-        web.get("/v1/models", openai_handlers.models),
-        *playground.routes(),
-        *docs.routes(),
-    ])
+    ROUTES.add_to(app)
     return app
 
 
@@ -70,8 +84,11 @@ async def _shards_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _tokenizer_ctx(app: web.Application) -> AsyncIterator[None]:
-    tokenizer = await PromptTokenizer.load(app[SHARD_INFO].tokenizer_path, app[CONFIG].validation_workers)
+    config = app[CONFIG]
+    files = await app[POOL].tokenizer_files(config.shard_connect_timeout_s)
+    tokenizer = await PromptTokenizer.load(files, config.validation_workers)
     app[TOKENIZER] = tokenizer
+    app[CHAT_TEMPLATE] = await ChatTemplate.load(files)
     try:
         yield
     finally:
@@ -88,7 +105,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         config=config, info=app[SHARD_INFO], limits=limits, pool=pool, tokenizer=tokenizer,
         admission=admission, metrics=metrics, validator=Validator(limits, tokenizer),
         inference=Inference(pool, metrics, app[DRAIN]),
-        chat_template=await ChatTemplate.load(app[SHARD_INFO].tokenizer_path))
+        chat_template=app[CHAT_TEMPLATE])
     health_task = asyncio.create_task(pool.run_health_checks())
     try:
         yield

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -31,20 +31,21 @@ class ChatTemplate:
         self._problem = problem
 
     @classmethod
-    async def load(cls, tokenizer_dir: str) -> ChatTemplate:
-        return await asyncio.to_thread(cls._load, tokenizer_dir)
+    async def load(cls, files: Mapping[str, bytes]) -> ChatTemplate:
+        """From the shard's tokenizer files (file name -> content)."""
+        return await asyncio.to_thread(cls._load, files)
 
     @classmethod
-    def _load(cls, tokenizer_dir: str) -> ChatTemplate:
-        config = _read_json(os.path.join(tokenizer_dir, "tokenizer_config.json"))
+    def _load(cls, files: Mapping[str, bytes]) -> ChatTemplate:
+        config = _read_json(files.get("tokenizer_config.json"))
         special_tokens = {name: _token_content(config.get(name)) for name in ("bos_token", "eos_token")}
-        source = _template_source(tokenizer_dir, config)
+        source = _template_source(files, config)
         if source is None:
-            return cls(None, special_tokens, f"no chat template in {tokenizer_dir}")
+            return cls(None, special_tokens, "no chat template in the model's tokenizer files")
         try:
             return cls(_environment().from_string(source), special_tokens, "")
         except jinja2.TemplateError as exc:
-            log.warning("the chat template in %s does not compile: %s", tokenizer_dir, exc)
+            log.warning("the model's chat template does not compile: %s", exc)
             return cls(None, special_tokens, str(exc))
 
     def render(self, messages: list[dict[str, Any]]) -> str:
@@ -80,13 +81,11 @@ def _raise_exception(message: str) -> None:
     raise jinja2.TemplateError(message)
 
 
-def _template_source(tokenizer_dir: str, config: dict[str, Any]) -> str | None:
+def _template_source(files: Mapping[str, bytes], config: dict[str, Any]) -> str | None:
     """chat_template.jinja (transformers 4.43+) wins over tokenizer_config.json's
     `chat_template`, which is a string or a list of named templates."""
-    path = os.path.join(tokenizer_dir, "chat_template.jinja")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as file:
-            return file.read()
+    if "chat_template.jinja" in files:
+        return files["chat_template.jinja"].decode("utf-8", errors="replace")
     source = config.get("chat_template")
     if isinstance(source, list):
         named = {entry.get("name"): entry.get("template") for entry in source if isinstance(entry, dict)}
@@ -94,11 +93,10 @@ def _template_source(tokenizer_dir: str, config: dict[str, Any]) -> str | None:
     return source if isinstance(source, str) else None
 
 
-def _read_json(path: str) -> dict[str, Any]:
+def _read_json(raw: bytes | None) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as file:
-            content = json.load(file)
-    except (OSError, ValueError):
+        content = json.loads(raw) if raw is not None else {}
+    except ValueError:  # also UnicodeDecodeError
         return {}
     return content if isinstance(content, dict) else {}
 

@@ -18,11 +18,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from router.errors import ShuttingDown
+from router.route_table import RouteTable
 
 log = logging.getLogger(__name__)
-
-# Still answered while draining: scrapes watch the drain, and reading docs costs nothing.
-_OPEN_WHILE_DRAINING = ("/metrics", "/info", "/docs", "/api-doc/")
 
 
 class Drain:
@@ -84,10 +82,11 @@ class Drain:
             self._idle.set()
 
 
-def drain_middleware(drain: Drain):
+def drain_middleware(drain: Drain, routes: RouteTable):
     @web.middleware
     async def refuse_while_draining(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if drain.draining and not request.path.startswith(_OPEN_WHILE_DRAINING):
+        route = routes.find(request)
+        if drain.draining and not (route is not None and route.open_while_draining):
             raise ShuttingDown()
         return await drain.run(handler, request)
 

@@ -1,21 +1,21 @@
-"""Running validated requests on the shard pool: streaming one request with its timing
-and latency metrics, collecting a whole generation, and TGI's best_of (n independent
-shard calls, the best by mean token logprob)."""
+"""Running validated requests on the shard pool: leasing shards, streaming each request
+with its timing and latency metrics, collecting whole generations, and TGI's best_of
+(n independent shard calls, the best by mean token logprob)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import ExitStack, aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 from router.drain import Drain
 from router.errors import IncompleteGeneration
 from router.metrics import Metrics
-from router.shards import Shard, ShardPool
+from router.shards import PooledShard, ShardPool
 from router.validation import ValidRequest
 from router.wire import Finished, ShardRequest, Token, TokenDelta
 
@@ -68,12 +68,35 @@ class Generation:
 
 
 class Inference:
+    """Runs validated requests on the shard pool: the one owner of leasing a shard, the
+    drain's cut-off and cancelling shard calls, for streamed and whole answers alike."""
+
     def __init__(self, pool: ShardPool, metrics: Metrics, drain: Drain) -> None:
         self._pool = pool
         self._metrics = metrics
         self._drain = drain
 
-    async def stream(self, shard: Shard, valid: ValidRequest, request_id: str,
+    @contextmanager
+    def lease(self, valids: list[ValidRequest], request_id: str, timing: Timing) -> Iterator[ShardRun]:
+        """A shard for each request, reserved now, so that "no shard in rotation" (424) and
+        "no room on any" (429) are answered before a stream sends its headers."""
+        with ExitStack() as leases:
+            shards = [leases.enter_context(self._pool.lease(valid.num_kv_tokens)) for valid in valids]
+            yield ShardRun(self, self._drain, shards, valids, request_id, timing)
+
+    async def generate(self, valid: ValidRequest, request_id: str, timing: Timing,
+                       num_sequences: int) -> list[Generation]:
+        """Run `num_sequences` shard calls; the result is sorted best first."""
+        generations = await self.generate_each([valid] * num_sequences, request_id, timing)
+        return sorted(generations, key=lambda generation: generation.mean_logprob, reverse=True)
+
+    async def generate_each(self, valids: list[ValidRequest], request_id: str,
+                            timing: Timing) -> list[Generation]:
+        """One shard call per request, all at once; the results in the same order."""
+        with self.lease(valids, request_id, timing) as run:
+            return await run.collect()
+
+    async def stream(self, shard: PooledShard, valid: ValidRequest, request_id: str,
                      timing: Timing) -> AsyncIterator[TokenDelta]:
         """The shard's token stream, recording queue time, TTFT and inter-token latency.
         Each shard call gets an id of its own: the request id (which a client may choose,
@@ -98,54 +121,60 @@ class Inference:
             if last_token_at is None:
                 self._metrics.queue_size.dec()
 
-    async def generate(self, valid: ValidRequest, request_id: str, timing: Timing,
-                       num_sequences: int) -> list[Generation]:
-        """Run `num_sequences` shard calls; the result is sorted best first."""
-        generations = await self.generate_each([valid] * num_sequences, request_id, timing)
-        return sorted(generations, key=lambda generation: generation.mean_logprob, reverse=True)
 
-    async def generate_each(self, valids: list[ValidRequest], request_id: str,
-                            timing: Timing) -> list[Generation]:
-        """One shard call per request, all at once; the results in the same order. The end
-        of a drain's grace period cuts them off (ShuttingDown)."""
+class ShardRun:
+    """Leased shards, one per request, and their token streams."""
+
+    def __init__(self, inference: Inference, drain: Drain, shards: list[PooledShard], valids: list[ValidRequest],
+                 request_id: str, timing: Timing) -> None:
+        self._inference = inference
+        self._drain = drain
+        self._shards = shards
+        self.valids = valids
+        self._request_id = request_id
+        self._timing = timing
+
+    @asynccontextmanager
+    async def tokens(self) -> AsyncIterator[AsyncGenerator[tuple[int, TokenDelta], None]]:
+        """(request index, delta) as they come. Leaving the block, or the end of a drain's
+        grace period (ShuttingDown in the block), closes the streams, which cancels
+        their shard calls, so the shards free the slots."""
         async with self._drain.cut_off():
-            return await self._collect_each(valids, request_id, timing)
+            async with aclosing(self._merged()) as tokens:
+                yield tokens
 
-    async def _collect_each(self, valids: list[ValidRequest], request_id: str,
-                            timing: Timing) -> list[Generation]:
-        if len(valids) == 1:
-            return [await self._collect(valids[0], request_id, timing)]
-        tasks = [asyncio.ensure_future(self._collect(valid, request_id, timing)) for valid in valids]
-        try:
-            return list(await asyncio.gather(*tasks))
-        finally:
-            # One failure (or the client leaving) ends the siblings too, freeing their slots.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def stream_each(self, shards: list[Shard], valids: list[ValidRequest], request_id: str,
-                    timing: Timing) -> AsyncGenerator[tuple[int, TokenDelta], None]:
-        """The token streams of several requests (one leased shard each), merged in arrival
-        order as (request index, delta)."""
-        if len(valids) == 1:
-            return _indexed(self.stream(shards[0], valids[0], request_id, timing))
-        return _merge([self.stream(shard, valid, request_id, timing) for shard, valid in zip(shards, valids)])
-
-    async def _collect(self, valid: ValidRequest, request_id: str, timing: Timing) -> Generation:
-        prefill: tuple[Token, ...] = ()
-        tokens: list[Token] = []
-        top_tokens: list[tuple[Token, ...]] = []
-        with self._pool.lease(valid.num_kv_tokens) as shard:
-            async with aclosing(self.stream(shard, valid, request_id, timing)) as deltas:
-                async for delta in deltas:
-                    prefill = prefill or delta.prefill_tokens
-                    tokens.append(delta.token)
-                    top_tokens.append(delta.top_tokens)
-                    if delta.finished is not None:
-                        return Generation(prefill=prefill, tokens=tuple(tokens), top_tokens=tuple(top_tokens),
-                                          finished=delta.finished)
+    async def collect(self) -> list[Generation]:
+        """Each request's whole generation, in order; one failure ends them all."""
+        collectors = [_Collector() for _ in self.valids]
+        async with self.tokens() as tokens:
+            async for index, delta in tokens:
+                collectors[index].add(delta)
+                if all(collector.finished is not None for collector in collectors):
+                    return [collector.generation() for collector in collectors]
         raise IncompleteGeneration()
+
+    def _merged(self) -> AsyncGenerator[tuple[int, TokenDelta], None]:
+        streams = [self._inference.stream(shard, valid, self._request_id, self._timing)
+                   for shard, valid in zip(self._shards, self.valids)]
+        return _indexed(streams[0]) if len(streams) == 1 else _merge(streams)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.prefill: tuple[Token, ...] = ()
+        self.tokens: list[Token] = []
+        self.top_tokens: list[tuple[Token, ...]] = []
+        self.finished: Finished | None = None
+
+    def add(self, delta: TokenDelta) -> None:
+        self.prefill = self.prefill or delta.prefill_tokens
+        self.tokens.append(delta.token)
+        self.top_tokens.append(delta.top_tokens)
+        self.finished = delta.finished or self.finished
+
+    def generation(self) -> Generation:
+        return Generation(prefill=self.prefill, tokens=tuple(self.tokens), top_tokens=tuple(self.top_tokens),
+                          finished=self.finished)
 
 
 async def _indexed(source: AsyncGenerator[T, None]) -> AsyncGenerator[tuple[int, T], None]:

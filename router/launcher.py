@@ -96,7 +96,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Shard:
+class ShardProcess:
     """One shard process; echoes its output and notices when it is ready."""
 
     def __init__(self, index: int, port: int, args: tuple[str, ...]):
@@ -153,7 +153,7 @@ def run(args: LaunchArgs) -> int:
     # SIGHUP too: the shards' own process group keeps a closing terminal's from them.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
-    shards = [Shard(i, free_port(), args.shard_args) for i in range(args.num_replicas)]
+    shards = [ShardProcess(i, free_port(), args.shard_args) for i in range(args.num_replicas)]
     router = None
     try:
         # The first shard converts the default model once; the others then find it cached.
@@ -175,7 +175,7 @@ def run(args: LaunchArgs) -> int:
             stop_process(shard.process)
 
 
-def supervise(router: subprocess.Popen, shards: list[Shard], stopping: threading.Event) -> int:
+def supervise(router: subprocess.Popen, shards: list[ShardProcess], stopping: threading.Event) -> int:
     while not stopping.wait(0.5):
         if router.poll() is not None:
             return router.returncode

@@ -12,16 +12,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from router.errors import HTTPError, RouterError, Unauthorized
-from router.responses import dumps
+from router.json_body import dumps
+from router.route_table import RouteTable
 from router.state import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
 # A client-supplied id is echoed into logs and headers, so only plain ones are trusted.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# Generation routes (and /tokenize) need the API key; health, info and metrics do not.
-PROTECTED = {("POST", "/"), ("POST", "/generate"), ("POST", "/generate_stream"), ("POST", "/tokenize"),
-             ("POST", "/v1/chat/completions"), ("POST", "/v1/completions")}
 
 
 @web.middleware
@@ -38,29 +36,28 @@ async def add_request_id_header(request: web.Request, response: web.StreamRespon
         response.headers["x-request-id"] = request_id
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except RouterError as err:
-        log.info("request_id=%s %s %s -> %d %s", request.get(REQUEST_ID), request.method, request.path,
-                 err.status, err.message)
-        return error_response(err, openai=is_openai_route(request))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        # aiohttp's own answers (unknown path, wrong method): the same JSON shape too.
-        err = HTTPError(exc.status, exc.reason, {k: v for k, v in exc.headers.items() if k == "Allow"})
-        return error_response(err, openai=is_openai_route(request))
-    except Exception:
-        log.exception("request_id=%s %s %s failed", request.get(REQUEST_ID), request.method, request.path)
-        if request.writer.output_size > 0:
-            raise  # a response is under way: aiohttp closes the connection, no second response
-        return error_response(RouterError("Internal server error"), openai=is_openai_route(request))
+def error_middleware(routes: RouteTable):
+    @web.middleware
+    async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RouterError as err:
+            log.info("request_id=%s %s %s -> %d %s", request.get(REQUEST_ID), request.method, request.path,
+                     err.status, err.message)
+            return error_response(err, openai=routes.speaks_openai(request))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # aiohttp's own answers (unknown path, wrong method): the same JSON shape too.
+            err = HTTPError(exc.status, exc.reason, {k: v for k, v in exc.headers.items() if k == "Allow"})
+            return error_response(err, openai=routes.speaks_openai(request))
+        except Exception:
+            log.exception("request_id=%s %s %s failed", request.get(REQUEST_ID), request.method, request.path)
+            if request.writer.output_size > 0:
+                raise  # a response is under way: aiohttp closes the connection, no second response
+            return error_response(RouterError("Internal server error"), openai=routes.speaks_openai(request))
 
-
-def is_openai_route(request: web.Request) -> bool:
-    return request.path.startswith("/v1/")
+    return answer_errors
 
 
 def error_response(err: RouterError, openai: bool = False) -> web.Response:
@@ -73,12 +70,13 @@ def error_response(err: RouterError, openai: bool = False) -> web.Response:
     return response
 
 
-def auth_middleware(api_key: str | None):
+def auth_middleware(api_key: str | None, routes: RouteTable):
     expected = f"bearer {api_key}".lower().encode() if api_key else None
 
     @web.middleware
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and (request.method, request.path) in PROTECTED:
+        route = routes.find(request)
+        if expected is not None and route is not None and route.needs_key:
             # TGI compares the whole header case-insensitively with "Bearer <key>".
             # aiohttp keeps a header's non-UTF-8 bytes as surrogates: compare the bytes sent.
             given = request.headers.get("Authorization", "").lower().encode("utf-8", "surrogateescape")

@@ -50,11 +50,17 @@ CHANNEL_OPTIONS = (
     ("grpc.http2.ping_timeout_ms", 5000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # The Tokenizer answer carries tokenizer.json, which is tens of MB for some models;
+    # gRPC's default refuses messages over 4 MB.
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 )
 
 
 @dataclass(slots=True)
-class Shard:
+class PooledShard:
+    """One shard as the pool sees it: its channel, its health, and what this router has
+    open on it (the shard's process is the launcher's ShardProcess, or another host's)."""
+
     uri: str
     channel: grpc.aio.Channel
     client: ShardClient
@@ -80,12 +86,12 @@ class ShardPool:
         self._checks: set[asyncio.Task] = set()
 
     @staticmethod
-    def _open(uri: str) -> Shard:
+    def _open(uri: str) -> PooledShard:
         channel = grpc.aio.insecure_channel(uri, options=CHANNEL_OPTIONS)
-        return Shard(uri=uri, channel=channel, client=ShardClient(channel))
+        return PooledShard(uri=uri, channel=channel, client=ShardClient(channel))
 
     @staticmethod
-    def _reopen(shard: Shard) -> grpc.aio.Channel:
+    def _reopen(shard: PooledShard) -> grpc.aio.Channel:
         """A fresh channel for `shard`; returns the old one, still open."""
         old = shard.channel
         shard.channel = grpc.aio.insecure_channel(shard.uri, options=CHANNEL_OPTIONS)
@@ -106,7 +112,12 @@ class ShardPool:
             first, max_total_tokens=min(info.max_total_tokens for info in infos),
             max_batch_total_tokens=min(info.max_batch_total_tokens for info in infos))
 
-    async def _wait_for_info(self, shard: Shard, deadline: float) -> ShardInfo:
+    async def tokenizer_files(self, timeout_s: float) -> dict[str, bytes]:
+        """The served model's tokenizer files, from the first shard (connect() has checked
+        that every shard answers)."""
+        return await self.shards[0].client.tokenizer_files(timeout_s)
+
+    async def _wait_for_info(self, shard: PooledShard, deadline: float) -> ShardInfo:
         while True:
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
@@ -131,7 +142,7 @@ class ShardPool:
         return any(shard.healthy for shard in self.shards)
 
     @contextmanager
-    def lease(self, num_tokens: int) -> Iterator[Shard]:
+    def lease(self, num_tokens: int) -> Iterator[PooledShard]:
         """The healthy shard with the fewest requests outstanding among those whose KV
         budget still holds `num_tokens` (prompt + max_new_tokens), counted as busy from
         this moment (not from the first gRPC read) so concurrent picks spread out. No
@@ -155,7 +166,7 @@ class ShardPool:
             shard.num_outstanding -= 1
             shard.num_reserved_tokens -= num_tokens
 
-    async def generate(self, shard: Shard, request: ShardRequest) -> AsyncIterator[TokenDelta]:
+    async def generate(self, shard: PooledShard, request: ShardRequest) -> AsyncIterator[TokenDelta]:
         """Stream one request from a leased shard; a gRPC failure, or the shard falling
         silent (see DEAD_AFTER_S), becomes a GenerationError."""
         channel = shard.channel
@@ -185,7 +196,7 @@ class ShardPool:
             await asyncio.gather(*(self.check(shard) for shard in self.shards))
             await asyncio.sleep(self._interval_s)
 
-    async def check(self, shard: Shard) -> None:
+    async def check(self, shard: PooledShard) -> None:
         """One Health call: out of rotation if it fails, or gets no answer for as long as it
         takes to call a shard dead; back in once it answers."""
         problem = await self._ask_health(shard, max(2 * self._interval_s, DEAD_AFTER_S))
@@ -193,7 +204,7 @@ class ShardPool:
             log.warning("shard %s failed its health check: %s", shard.uri, problem)
         self._set_health(shard, problem is None)
 
-    async def _ask_health(self, shard: Shard, timeout_s: float) -> str | None:
+    async def _ask_health(self, shard: PooledShard, timeout_s: float) -> str | None:
         """One Health call: records the load and that the shard was heard; returns why it
         failed, or None."""
         try:
@@ -221,10 +232,10 @@ class ShardPool:
                     shard.probed_at = now
                     self._spawn(self._probe(shard))
 
-    async def _probe(self, shard: Shard) -> None:
+    async def _probe(self, shard: PooledShard) -> None:
         await self._ask_health(shard, DEAD_AFTER_S)  # only its answer matters: the watch judges
 
-    def _fail_silent(self, shard: Shard, silent_s: float) -> None:
+    def _fail_silent(self, shard: PooledShard, silent_s: float) -> None:
         """Closing the channel cancels every call on it; a fresh one reconnects."""
         log.warning("shard %s sent nothing for %.1f s: failing its %d open requests", shard.uri,
                     silent_s, shard.num_outstanding)
@@ -232,7 +243,7 @@ class ShardPool:
         self._spawn(self._reopen(shard).close())
         shard.heard_at = time.monotonic()  # no second verdict while its calls unwind
 
-    def _check_soon(self, shard: Shard) -> None:
+    def _check_soon(self, shard: PooledShard) -> None:
         self._spawn(self.check(shard))
 
     def _spawn(self, coroutine) -> None:
@@ -241,7 +252,7 @@ class ShardPool:
         task.add_done_callback(self._checks.discard)
 
     @staticmethod
-    def _set_health(shard: Shard, healthy: bool) -> None:
+    def _set_health(shard: PooledShard, healthy: bool) -> None:
         if healthy != shard.healthy:
             log.warning("shard %s is %s", shard.uri, "back in rotation" if healthy else "out of rotation")
         shard.healthy = healthy

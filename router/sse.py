@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import TypeVar
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from router.responses import dumps
+from router.json_body import dumps
 
 T = TypeVar("T")
 
@@ -47,6 +48,15 @@ class EventStream:
 
     async def done(self) -> None:
         await self.response.write(DONE)
+
+    async def relay(self, source: AsyncGenerator[T, None], interval_s: float) -> AsyncGenerator[T, None]:
+        """`source`'s items, writing a keep-alive comment after every `interval_s` of silence."""
+        async with aclosing(with_keep_alive(source, interval_s)) as items:
+            async for item in items:
+                if item is None:
+                    await self.keep_alive()
+                else:
+                    yield item
 
 
 async def with_keep_alive(source: AsyncGenerator[T, None], interval_s: float) -> AsyncIterator[T | None]:

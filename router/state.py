@@ -12,6 +12,7 @@ from router.config import Limits, RouterConfig
 from router.drain import Drain
 from router.inference import Inference
 from router.metrics import Metrics
+from router.route_table import RouteTable
 from router.shards import ShardPool
 from router.tokenizer import PromptTokenizer
 from router.validation import Validator
@@ -43,8 +44,10 @@ CONFIG = web.AppKey("config", RouterConfig)
 POOL = web.AppKey("pool", ShardPool)
 SHARD_INFO = web.AppKey("shard_info", ShardInfo)
 TOKENIZER = web.AppKey("tokenizer", PromptTokenizer)
+CHAT_TEMPLATE = web.AppKey("chat_template", ChatTemplate)
 STATE = web.AppKey("state", RouterState)
 DRAIN = web.AppKey("drain", Drain)
+ROUTE_TABLE = web.AppKey("route_table", RouteTable)
 
 # Per-request keys (set by middlewares.request_id_middleware).
 REQUEST_ID = web.RequestKey("request_id", str)

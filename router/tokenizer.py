@@ -1,12 +1,11 @@
 """Prompt tokenization for validation, truncation and /tokenize. The tokenizer is the
-tokenizer.json of the model the shard serves (its Info says where). Encoding runs in a
-small thread pool so a long prompt never blocks the event loop."""
+tokenizer.json of the model the shard serves, sent by the shard (its Tokenizer call).
+Encoding runs in a small thread pool so a long prompt never blocks the event loop."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from tokenizers import Encoding, Tokenizer
@@ -20,11 +19,11 @@ class PromptTokenizer:
         self._executor = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="tokenizer")
 
     @classmethod
-    async def load(cls, tokenizer_dir: str, num_workers: int) -> PromptTokenizer:
-        path = os.path.join(tokenizer_dir, "tokenizer.json")
-        if not os.path.isfile(path):
-            raise ValueError(f"no tokenizer.json in the shard's tokenizer_path {tokenizer_dir!r}")
-        tokenizer = await asyncio.to_thread(Tokenizer.from_file, path)
+    async def load(cls, files: Mapping[str, bytes], num_workers: int) -> PromptTokenizer:
+        """From the shard's tokenizer files (file name -> content)."""
+        if "tokenizer.json" not in files:
+            raise ValueError("the shard sent no tokenizer.json")
+        tokenizer = await asyncio.to_thread(Tokenizer.from_buffer, files["tokenizer.json"])
         return cls(tokenizer, num_workers)
 
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

@@ -27,8 +27,6 @@ class ShardInfo:
     device: str
     max_total_tokens: int
     max_batch_total_tokens: int
-    tokenizer_path: str
-    eos_token_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +81,13 @@ class ShardClient:
         reply = await self._stub.Info(shard_pb2.InfoRequest(), timeout=timeout_s, wait_for_ready=True)
         return ShardInfo(model_id=reply.model_id, dtype=reply.dtype, device=reply.device,
                          max_total_tokens=reply.max_total_tokens,
-                         max_batch_total_tokens=reply.max_batch_total_tokens,
-                         tokenizer_path=reply.tokenizer_path, eos_token_id=reply.eos_token_id)
+                         max_batch_total_tokens=reply.max_batch_total_tokens)
+
+    async def tokenizer_files(self, timeout_s: float) -> dict[str, bytes]:
+        """What the router tokenizes and renders chat prompts with: it never reads the
+        shard's disk, which may be another host's."""
+        reply = await self._stub.Tokenizer(shard_pb2.TokenizerRequest(), timeout=timeout_s, wait_for_ready=True)
+        return dict(reply.files)
 
     async def health(self, timeout_s: float) -> ShardLoad:
         reply = await self._stub.Health(shard_pb2.HealthRequest(), timeout=timeout_s)

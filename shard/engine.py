@@ -59,6 +59,13 @@ class Refusal:
     invalid_input: bool      # a malformed request, rather than one too big for this shard
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """How busy the engine is: requests in the batch, and those queued for it."""
+    num_running: int
+    num_waiting: int
+
+
 @dataclass(slots=True)
 class _Tracked:
     """Engine-side state of one request beyond what the scheduler needs."""
@@ -116,6 +123,11 @@ class Engine:
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(("abort", request_id))
+
+    def load(self) -> Load:
+        """Safe from any thread: it only reads the lengths of the scheduler's queues, each
+        read whole. A request moving between them may be counted in both or neither."""
+        return Load(len(self.scheduler.running), len(self.scheduler.waiting))
 
     # -- the engine thread ---------------------------------------------------------------
     def run(self) -> None:

@@ -88,6 +88,17 @@ def _converted(gguf: Path, cache_dir: Path) -> Path:
     return target
 
 
+# What the router needs to tokenize and to render chat prompts; the first is always there.
+ROUTER_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def tokenizer_files(model_dir: Path) -> dict[str, bytes]:
+    """The router's copy of the tokenizer (the Tokenizer RPC), read whole: the router may
+    run on another host, so it never reads the shard's disk."""
+    return {name: (model_dir / name).read_bytes() for name in ROUTER_TOKENIZER_FILES
+            if name == "tokenizer.json" or (model_dir / name).is_file()}
+
+
 # GGUF types whose every group of 32 weights is q * scale + offset, q in 0..15: a 4-bit
 # copy with one scale and zero per 32 inputs holds them exactly.
 FOUR_BIT_GGUF_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})

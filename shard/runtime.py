@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
@@ -36,8 +37,7 @@ class ShardInfo:
     model_id: str
     dtype: str
     device: str
-    tokenizer_path: str
-    eos_token_ids: frozenset[int]
+    model_dir: Path        # a HF model directory with tokenizer.json, on this host
     budget: CacheBudget
 
 
@@ -149,7 +149,7 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     engine = Engine(scheduler, runner, tokenizer, special_token_ids(tokenizer), publish, metrics,
                     model.vocab_size)
     info = ShardInfo(source.model_id, str(dtype).removeprefix("torch."), device.type,
-                     str(source.path), eos_ids, budget)
+                     source.path, budget)
     log.info("%s on %s in %s: %d slots x %d tokens, batch KV budget %d, prefill budget %d",
              info.model_id, info.device, info.dtype, budget.num_slots, budget.max_total_tokens,
              budget.max_batch_total_tokens, budget.max_batch_prefill_tokens)

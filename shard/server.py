@@ -2,23 +2,24 @@
 engine publishes for its request; cancelling the call aborts the request.
 
 The engine loop runs on the process's main thread and the gRPC event loop on a thread of
-its own: OpenMP teams started from a secondary thread ran the same forward about 1.8x
-slower on this CPU (13.5 ms against 25 ms a one-row step), their workers sleeping
-between kernels instead of spinning."""
+its own: OpenMP teams started from a secondary thread ran the same forward much slower,
+their workers sleeping between kernels instead of spinning."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
 import random
 import signal
 import threading
+from collections.abc import Callable, Mapping
 
 import grpc
 
 from protos import shard_pb2_grpc
-from shard import health, wire
+from shard import health, loader, wire
 from shard.config import ShardConfig
 from shard.engine import Engine, TokenEvent
 from shard.metrics import ShardMetrics, serve_metrics
@@ -27,16 +28,13 @@ from shard.runtime import ShardInfo, build_engine
 log = logging.getLogger(__name__)
 
 
-class ShardServicer(shard_pb2_grpc.ShardServicer):
-    def __init__(self):
-        self._loop: asyncio.AbstractEventLoop | None = None   # set by GrpcThread
-        self._streams: dict[str, asyncio.Queue] = {}
-        self._call_numbers = itertools.count()
-        self.engine: Engine | None = None
-        self.info: ShardInfo | None = None
+class EventStreams:
+    """Carries the events the engine thread publishes to the calls waiting for them: one
+    queue per request, filled on the gRPC loop."""
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
+        self._queues: dict[str, asyncio.Queue] = {}
 
     def publish(self, events: list[TokenEvent]) -> None:
         """Called from the engine thread: one hop onto the loop per step, not per token."""
@@ -44,9 +42,26 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
 
     def _dispatch(self, events: list[TokenEvent]) -> None:
         for event in events:
-            stream = self._streams.get(event.request_id)
+            stream = self._queues.get(event.request_id)
             if stream is not None:
                 stream.put_nowait(event)
+
+    def open(self, request_id: str) -> asyncio.Queue:
+        self._queues[request_id] = asyncio.Queue()
+        return self._queues[request_id]
+
+    def close(self, request_id: str) -> None:
+        self._queues.pop(request_id, None)
+
+
+class ShardServicer(shard_pb2_grpc.ShardServicer):
+    def __init__(self, engine: Engine, streams: EventStreams, info: ShardInfo,
+                 tokenizer_files: Mapping[str, bytes]):
+        self._engine, self._streams = engine, streams
+        self._call_numbers = itertools.count()
+        # Built once: neither answer changes while the shard runs.
+        self._info = wire.info_response(info)
+        self._tokenizer = wire.tokenizer_response(tokenizer_files)
 
     async def Generate(self, request, context):
         seq = wire.to_sequence(request)
@@ -59,11 +74,10 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
                                 "input_ids and max_new_tokens must not be empty")
         if not seq.sampling.is_greedy and seq.sampling.seed is None:
             seq.sampling = dataclasses.replace(seq.sampling, seed=random.getrandbits(63))
-        stream: asyncio.Queue = asyncio.Queue()
-        self._streams[seq.request_id] = stream
+        stream = self._streams.open(seq.request_id)
         finished = False
         try:
-            refusal = self.engine.submit(seq)
+            refusal = self._engine.submit(seq)
             if refusal is not None:
                 code = (grpc.StatusCode.INVALID_ARGUMENT if refusal.invalid_input
                         else grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -76,34 +90,33 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
                 finished = event.finished is not None
                 yield wire.to_response(event)
         finally:
-            self._streams.pop(seq.request_id, None)
+            self._streams.close(seq.request_id)
             if not finished:  # client gone or call cancelled: free the slot at the next step
-                self.engine.abort(seq.request_id)
+                self._engine.abort(seq.request_id)
 
     async def Health(self, request, context):
-        if not self.engine.is_alive:
+        if not self._engine.is_alive:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the engine thread has stopped")
-        scheduler = self.engine.scheduler
-        return wire.health_response(len(scheduler.running), len(scheduler.waiting))
+        return wire.health_response(self._engine.load())
 
     async def Info(self, request, context):
-        info = self.info
-        return wire.info_response(
-            model_id=info.model_id, dtype=info.dtype, device=info.device,
-            max_total_tokens=info.budget.max_total_tokens,
-            max_batch_total_tokens=info.budget.max_batch_total_tokens,
-            tokenizer_path=info.tokenizer_path, eos_token_id=min(info.eos_token_ids, default=0))
+        return self._info
+
+    async def Tokenizer(self, request, context):
+        return self._tokenizer
 
 
 class GrpcThread:
-    """The gRPC server and its asyncio loop, on a thread beside the engine."""
+    """The gRPC server and its asyncio loop, on a thread beside the engine. The loop is
+    made by the caller, before the engine that publishes onto it."""
 
-    def __init__(self, config: ShardConfig, servicer: ShardServicer):
-        self._config, self._servicer = config, servicer
+    def __init__(self, address: str, servicer: ShardServicer, is_serving: Callable[[], bool],
+                 loop: asyncio.AbstractEventLoop):
+        self._address, self._servicer, self._is_serving = address, servicer, is_serving
+        self._loop = loop
         self._started = threading.Event()
+        self._stop = asyncio.Event()      # bound to the loop that first waits on it
         self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self.port = 0
         self._thread = threading.Thread(target=self._main, name="grpc", daemon=True)
 
@@ -115,26 +128,25 @@ class GrpcThread:
         return self.port
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
+        with contextlib.suppress(RuntimeError):   # the loop already closed: nothing to stop
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
 
     def _main(self) -> None:
         try:
-            asyncio.run(self._serve())
+            # asyncio.run's cleanup (tasks, async generators, executor), on the given loop.
+            with asyncio.Runner(loop_factory=lambda: self._loop) as runner:
+                runner.run(self._serve())
         except BaseException as exc:  # surfaced by start(); after that, logged
             self._error = exc
             self._started.set()
             log.exception("gRPC server stopped")
 
     async def _serve(self) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        self._servicer.attach(self._loop)
-        engine, config = self._servicer.engine, self._config
         server = grpc.aio.server(options=health.SERVER_OPTIONS)
         shard_pb2_grpc.add_ShardServicer_to_server(self._servicer, server)
-        health.add_to_server(server, lambda: engine.is_alive)
-        self.port = server.add_insecure_port(f"{config.hostname}:{config.port}")
+        health.add_to_server(server, self._is_serving)
+        self.port = server.add_insecure_port(self._address)
         await server.start()
         self._started.set()
         await self._stop.wait()
@@ -143,11 +155,13 @@ class GrpcThread:
 
 
 def serve(config: ShardConfig) -> None:
-    servicer = ShardServicer()
+    loop = asyncio.new_event_loop()          # the gRPC thread's
+    streams = EventStreams(loop)
     # Loaded on this (the main) thread, which then runs the engine loop.
-    engine, info = build_engine(config, servicer.publish, ShardMetrics())
-    servicer.engine, servicer.info = engine, info
-    grpc_thread = GrpcThread(config, servicer)
+    engine, info = build_engine(config, streams.publish, ShardMetrics())
+    servicer = ShardServicer(engine, streams, info, loader.tokenizer_files(info.model_dir))
+    grpc_thread = GrpcThread(f"{config.hostname}:{config.port}", servicer,
+                             lambda: engine.is_alive, loop)
     port = grpc_thread.start()
     serve_metrics(config.metrics_port, config.hostname)
     log.info("shard ready on %s:%d", config.hostname, port)

@@ -1,8 +1,12 @@
-"""protobuf <-> engine types. The only shard module that imports protos."""
+"""protobuf messages <-> shard types. The only shard module that builds or reads messages
+(server.py imports just the generated service base)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from protos import shard_pb2
-from shard.engine import TokenEvent, TokenInfo
+from shard.engine import Load, TokenEvent, TokenInfo
+from shard.runtime import ShardInfo
 from shard.sequence import SamplingParams, Sequence, StoppingParams
 
 
@@ -43,9 +47,16 @@ def to_response(event: TokenEvent) -> shard_pb2.GenerateResponse:
     return response
 
 
-def info_response(**fields) -> shard_pb2.InfoResponse:
-    return shard_pb2.InfoResponse(**fields)
+def info_response(info: ShardInfo) -> shard_pb2.InfoResponse:
+    return shard_pb2.InfoResponse(
+        model_id=info.model_id, dtype=info.dtype, device=info.device,
+        max_total_tokens=info.budget.max_total_tokens,
+        max_batch_total_tokens=info.budget.max_batch_total_tokens)
 
 
-def health_response(num_running: int, num_waiting: int) -> shard_pb2.HealthResponse:
-    return shard_pb2.HealthResponse(num_running=num_running, num_waiting=num_waiting)
+def health_response(load: Load) -> shard_pb2.HealthResponse:
+    return shard_pb2.HealthResponse(num_running=load.num_running, num_waiting=load.num_waiting)
+
+
+def tokenizer_response(files: Mapping[str, bytes]) -> shard_pb2.TokenizerResponse:
+    return shard_pb2.TokenizerResponse(files=files)

@@ -31,7 +31,7 @@ CHAT_TEMPLATE = ("{% for message in messages %}{{ message['role'] }}: {{ message
 def build_tokenizer(directory: str) -> str:
     """A word-level tokenizer (one token per whitespace-separated word, BOS added) saved as
     directory/tokenizer.json, with a chat template as transformers saves one; returns the
-    directory, as the shard's Info reports it."""
+    directory, whose files the fake sends as the shard's Tokenizer call does."""
     tokenizer = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS_ID)])
@@ -80,8 +80,17 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
     async def Info(self, request, context):
         return shard_pb2.InfoResponse(
             model_id=self.model_id, dtype="float32", device="cpu", max_total_tokens=self.max_total_tokens,
-            max_batch_total_tokens=self.max_batch_total_tokens, tokenizer_path=self.tokenizer_dir,
-            eos_token_id=EOS_ID)
+            max_batch_total_tokens=self.max_batch_total_tokens)
+
+    async def Tokenizer(self, request, context):
+        # As the real shard: the files of its model directory, sent whole.
+        files = {}
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            path = os.path.join(self.tokenizer_dir, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as file:
+                    files[name] = file.read()
+        return shard_pb2.TokenizerResponse(files=files)
 
     async def Health(self, request, context):
         if not self.healthy:

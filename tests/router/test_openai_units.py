@@ -45,24 +45,25 @@ def test_no_stops_streams_everything():
     assert stream((), ["a", "b"]) == ["a", "b"]
 
 
-def write_model_dir(path, template: str | None, config: dict) -> str:
-    (path / "tokenizer_config.json").write_text(json.dumps(config))
+def model_files(template: str | None, config: dict) -> dict[str, bytes]:
+    """The files a shard's Tokenizer call sends."""
+    files = {"tokenizer_config.json": json.dumps(config).encode()}
     if template is not None:
-        (path / "chat_template.jinja").write_text(template)
-    return str(path)
+        files["chat_template.jinja"] = template.encode()
+    return files
 
 
-def test_template_sees_messages_special_tokens_and_helpers(tmp_path):
+def test_template_sees_messages_special_tokens_and_helpers():
     template = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }}={{ m['content'] | tojson }};"
                 "{% endfor %}{% if add_generation_prompt %}{{ eos_token }}{% endif %}")
-    directory = write_model_dir(tmp_path, template, {"bos_token": {"content": "<s>"}, "eos_token": "</s>"})
-    chat = asyncio.run(ChatTemplate.load(directory))
+    files = model_files(template, {"bos_token": {"content": "<s>"}, "eos_token": "</s>"})
+    chat = asyncio.run(ChatTemplate.load(files))
     assert chat.render([{"role": "user", "content": "é<b>"}]) == '<s>user="é<b>";</s>'
 
 
-def test_template_from_tokenizer_config(tmp_path):
+def test_template_from_tokenizer_config():
     config = {"chat_template": [{"name": "default", "template": "{{ messages[0]['content'] }}!"}]}
-    chat = asyncio.run(ChatTemplate.load(write_model_dir(tmp_path, None, config)))
+    chat = asyncio.run(ChatTemplate.load(model_files(None, config)))
     assert chat.render([{"role": "user", "content": "hi"}]) == "hi!"
 
 
@@ -72,8 +73,8 @@ def test_template_from_tokenizer_config(tmp_path):
     ("{% for %}", "Template error: "),  # does not compile: only chat requests fail
     ("{{ ''.__class__.__mro__ }}", "Template error: "),  # the sandbox refuses
 ])
-def test_template_problems_are_template_errors(tmp_path, template, expected):
-    chat = asyncio.run(ChatTemplate.load(write_model_dir(tmp_path, template, {})))
+def test_template_problems_are_template_errors(template, expected):
+    chat = asyncio.run(ChatTemplate.load(model_files(template, {})))
     with pytest.raises(TemplateError) as error:
         chat.render([{"role": "user", "content": "hi"}])
     assert error.value.message.startswith(expected) and error.value.status == 422

@@ -30,7 +30,10 @@ def stub(default_model_dir, tmp_path_factory):
     process = Process(["-m", "shard", "--port", str(port), "--dtype", "float32",
                        "--max-batch-prefill-tokens", "64", "--metrics-port", str(METRICS_PORT)],
                       tmp_path_factory.mktemp("shard") / "shard.log")
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    # The Tokenizer reply is one message with the whole tokenizer.json: allow more than
+    # the client's 4 MiB default, which larger models' tokenizers exceed.
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     stub = shard_pb2_grpc.ShardStub(channel)
 
     def healthy() -> bool:
@@ -57,12 +60,19 @@ def request(tokenizer, request_id, max_new_tokens=8, prompt=PROMPT, **kw):
                                      sampling=sampling, stopping=stopping, **kw)
 
 
-def test_info_reports_the_model_and_where_its_tokenizer_is(stub, default_model_dir):
+def test_info_reports_the_model_but_no_path_on_the_shards_host(stub, default_model_dir):
     info = stub.Info(shard_pb2.InfoRequest())
     assert info.model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert info.dtype == "float32" and info.device == "cpu"
-    assert info.tokenizer_path == str(default_model_dir)
     assert info.max_total_tokens > 0 and info.max_batch_total_tokens >= info.max_total_tokens
+    assert str(default_model_dir).encode() not in info.SerializeToString()
+
+
+def test_tokenizer_sends_the_model_directorys_tokenizer_files(stub, default_model_dir):
+    files = stub.Tokenizer(shard_pb2.TokenizerRequest()).files
+    assert set(files) == {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
+    for name, content in files.items():
+        assert content == (default_model_dir / name).read_bytes(), name
 
 
 def test_generate_streams_one_message_per_token_and_finishes(stub, tokenizer):

@@ -5,15 +5,17 @@ and told apart by `index`, as OpenAI and TGI do."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
+from aiohttp import web
+
 from router.errors import IncompleteGenerationStream
-from router.openai_responses import Answer, finish_reason, usage_json
-from router.openai_schemas import OpenAIParameters
-from router.sse import EventStream, with_keep_alive
+from router.inference import ShardRun
+from router.lifecycle import relay
+from router.openai.answers import Answer, finish_reason, usage_json
+from router.openai.schemas import OpenAIParameters
+from router.sse import EventStream
 from router.stops import StopTrimmer
-from router.validation import ValidRequest
 from router.wire import Finished, TokenDelta
 
 
@@ -42,18 +44,14 @@ class ChoiceStream:
         return {**self._answer.body([choice], None, chunk=True), **output_format.chunk_extras(token, text)}
 
 
-async def send_choices(stream: EventStream, answer: Answer, params: OpenAIParameters, valids: list[ValidRequest],
-                       tokens: AsyncGenerator[tuple[int, TokenDelta], None],
-                       keep_alive_interval_s: float) -> list[Finished]:
+async def send_choices(request: web.Request, stream: EventStream, answer: Answer, params: OpenAIParameters,
+                       run: ShardRun) -> list[Finished]:
     """Send every choice's chunks, the usage chunk and [DONE]; returns each choice's end."""
+    valids = run.valids
     choices = [ChoiceStream(index, answer, params) for index in range(len(valids))]
     finished: list[Finished | None] = [None] * len(valids)
-    async with aclosing(with_keep_alive(tokens, keep_alive_interval_s)) as items:
-        async for item in items:
-            if item is None:
-                await stream.keep_alive()
-                continue
-            index, delta = item
+    async with run.tokens() as tokens, aclosing(relay(request, stream, tokens)) as deltas:
+        async for index, delta in deltas:
             await stream.send(choices[index].chunk(delta))
             finished[index] = delta.finished or finished[index]
             if all(finished):

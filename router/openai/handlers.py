@@ -1,24 +1,23 @@
 """The OpenAI-compatible routes: POST /v1/chat/completions, POST /v1/completions and
-GET /v1/models. Same lifecycle as the native routes (handlers.py): parse, checks that
+GET /v1/models. Same lifecycle as TGI's routes (router/lifecycle.py): parse, checks that
 need no tokenizer, admission permits (429 at once; one per prompt), render and validate,
 then run on the shards. Errors use the OpenAI body (errors.RouterError.to_openai_dict)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from aiohttp import web
 
 from router.errors import RouterError
-from router.handlers import count_request, read_json, record_success, send_stream, validate, version
 from router.inference import Timing
-from router.openai_responses import Answer, ChatFormat, CompletionFormat, Format, finish_reason, models_json, usage_json
-from router.openai_schemas import (OpenAIParameters, check_before_admission, parse_chat, parse_completion,
+from router.json_body import dumps
+from router.lifecycle import count_request, read_json, record_success, send_stream, timing_headers, validate, version
+from router.openai.answers import Answer, ChatFormat, CompletionFormat, Format, finish_reason, models_json, usage_json
+from router.openai.schemas import (OpenAIParameters, check_before_admission, parse_chat, parse_completion,
                                    to_generate_parameters)
-from router.openai_stream import send_choices
-from router.responses import dumps, timing_headers
+from router.openai.stream import send_choices
 from router.schemas import GenerateRequest
 from router.sse import EventStream
 from router.state import REQUEST_ID, STATE
@@ -94,14 +93,12 @@ async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParam
 async def _answer_sse(request: web.Request, answer: Answer, params: OpenAIParameters, valids: list[ValidRequest],
                       timing: Timing) -> web.StreamResponse:
     state = request.app[STATE]
-    with contextlib.ExitStack() as leases:  # no healthy shard: a 424 before any header
-        shards = [leases.enter_context(state.pool.lease(valid.num_kv_tokens)) for valid in valids]
+    with state.inference.lease(valids, request[REQUEST_ID], timing) as run:  # 424 or 429 before any header
         stream = EventStream({"x-compute-type": state.config.compute_type,
                               "x-compute-characters": str(sum(len(valid.inputs) for valid in valids))})
 
         async def send_tokens() -> None:
-            tokens = state.inference.stream_each(shards, valids, request[REQUEST_ID], timing)
-            ends = await send_choices(stream, answer, params, valids, tokens, state.config.keep_alive_interval_s)
+            ends = await send_choices(request, stream, answer, params, run)
             timing.mark_end()
             record_success(state.metrics, request, timing, sum(valid.input_length for valid in valids),
                            sum(end.generated_tokens for end in ends), ends[0].finish_reason)

@@ -8,10 +8,9 @@ undocumented."""
 
 from __future__ import annotations
 
-from router import openai_schemas
+from router.openai import schemas as openai_schemas
 from router.config import Limits, RouterConfig
-from router.middlewares import PROTECTED
-from router.openapi_responses import nullable, ref, response_schemas, sse_event
+from router.docs.response_schemas import nullable, ref, response_schemas, sse_event
 from router.schemas import INT_BOUNDS, PARAMETER_KINDS
 from router.validation import RANGES, UNSUPPORTED, Range, limit_ranges
 
@@ -71,7 +70,9 @@ _CUSTOM_KINDS = {
 }
 
 
-def build_document(config: RouterConfig, limits: Limits, version: str) -> dict:
+def build_document(config: RouterConfig, limits: Limits, protected: frozenset[tuple[str, str]],
+                   version: str) -> dict:
+    """`protected`: (method, path) of the routes the API key guards (the route table's)."""
     schemas = {**_request_schemas(config, limits), **response_schemas()}
     document = {
         "openapi": "3.0.3",
@@ -79,7 +80,7 @@ def build_document(config: RouterConfig, limits: Limits, version: str) -> dict:
                  "description": f"A text-generation-inference compatible server. The bounds shown are this "
                                 f"server's; it takes up to {limits.max_total_tokens} tokens per request, "
                                 f"{limits.max_input_tokens} of them prompt."},
-        "paths": _paths(secured=config.api_key is not None),
+        "paths": _paths(protected if config.api_key is not None else frozenset()),
         "components": {"schemas": schemas},
     }
     if config.api_key is not None:
@@ -171,7 +172,7 @@ def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
     }
 
 
-def _paths(secured: bool) -> dict:
+def _paths(protected: frozenset[tuple[str, str]]) -> dict:
     tgi_errors, openai_errors = _errors("ErrorResponse"), _errors("OpenAIErrorResponse")
     paths = {
         "/": {"get": _op("Health check, as /health; a browser (Accept: text/html) gets a page linking to the "
@@ -201,16 +202,15 @@ def _paths(secured: bool) -> dict:
                                   errors=openai_errors, codes=(503,))},
         **_plain_routes(tgi_errors),
     }
-    if secured:
-        _secure(paths, tgi_errors[401], openai_errors[401])
+    _secure(paths, protected, tgi_errors[401], openai_errors[401])
     return paths
 
 
-def _secure(paths: dict, tgi_401: dict, openai_401: dict) -> None:
-    """The routes the API key guards (middlewares.PROTECTED) say so, and that they may 401."""
+def _secure(paths: dict, protected: frozenset[tuple[str, str]], tgi_401: dict, openai_401: dict) -> None:
+    """The routes the API key guards say so, and that they may 401."""
     for path, operations in paths.items():
         for method, operation in operations.items():
-            if (method.upper(), path) in PROTECTED:
+            if (method.upper(), path) in protected:
                 operation["security"] = [{"BearerAuth": []}]
                 operation["responses"]["401"] = openai_401 if path.startswith("/v1/") else tgi_401
 

@@ -1,4 +1,5 @@
-"""A request body's bytes -> JSON value, with every failure a client's error (4xx): not
+"""JSON in and out. `dumps` writes every JSON body and event the router sends. `parse_json`
+turns a request body's bytes into a JSON value, with every failure a client's error (4xx): not
 JSON, nested too deeply for the parser, or holding a string that is not UTF-8 (JSON's
 `\\ud800` escape decodes to a lone surrogate, which nothing downstream can encode: gRPC,
 the tokenizer, the SSE writer). Its cost grows with the body, so callers run it in a
@@ -6,10 +7,15 @@ worker thread, never on the event loop."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 from router.errors import RequestBodyError
 from router.schemas import shape_error
+
+# Compact like serde_json; allow_nan=False because NaN/Infinity are not JSON (wire.py
+# already maps the shard's non-finite logprobs to null).
+dumps = functools.partial(json.dumps, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def parse_json(raw: bytes) -> object:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.responses import token_json
+from router.tgi.answers import token_json  # TGI adds its token object to chunks
 from router.wire import Finished, Token
 
 # OpenAI's stand-in for a logprob of -inf (JSON has no infinity; chat requires a number).

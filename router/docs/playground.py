@@ -1,6 +1,6 @@
 """The playground (GET /playground): one prompt sent to /generate_stream and /generate at
 once, the two answers side by side. The page is static HTML with same-origin CSS and JS
-under router/static/: no build step, nothing fetched from other hosts.
+under router/docs/static/: no build step, nothing fetched from other hosts.
 
 GET / stays the health check for API clients; only a browser (which asks for text/html)
 gets a small landing page linking to the playground."""
@@ -13,18 +13,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from router import handlers
+from router.tgi.handlers import health
 from router.state import CONFIG, STATE
 
 STATIC_DIR = Path(__file__).parent / "static"
 _ASSETS = frozenset({"playground.css", "playground.js"})
-
-
-def routes() -> list[web.AbstractRouteDef]:
-    return [
-        web.get("/playground", playground),
-        web.get("/static/{name}", static_asset),
-    ]
 
 
 async def static_asset(request: web.Request) -> web.FileResponse:
@@ -47,7 +40,7 @@ async def playground(request: web.Request) -> web.Response:
 async def root(request: web.Request) -> web.Response:
     """GET /: the health check, unless the client asks for HTML."""
     if "text/html" not in request.headers.get("Accept", ""):
-        return await handlers.health(request)
+        return await health(request)
     state = request.app[STATE]
     healthy = state.pool.any_healthy
     page = (_template("index.html")

@@ -1,19 +1,11 @@
-"""Response JSON and headers in TGI's exact shapes (tgi-api.md sections 3, 4 and 9).
+"""Response JSON in TGI's exact shapes (tgi-api.md sections 3, 4 and 9).
 Key order follows TGI's structs, since some clients and tests compare raw bytes."""
 
 from __future__ import annotations
 
-import functools
-import json
-
-from router.inference import Generation, Timing
+from router.inference import Generation
 from router.validation import ValidRequest
 from router.wire import Finished, Token, TokenDelta
-
-
-# Compact like serde_json; allow_nan=False because NaN/Infinity are not JSON (wire.py
-# already maps the shard's non-finite logprobs to null).
-dumps = functools.partial(json.dumps, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def token_json(token: Token) -> dict:
@@ -83,19 +75,3 @@ def stream_event(index: int, delta: TokenDelta, valid: ValidRequest) -> dict:
         if valid.parameters.details:
             event["details"] = {**_finish_json(finished), "input_length": valid.input_length}
     return event
-
-
-def timing_headers(timing: Timing, valid: ValidRequest, generated_tokens: int) -> dict[str, str]:
-    """TGI's x-* timing headers for non-streaming answers (times in ms, compute time in s)."""
-    inference_ms = int(timing.inference_s * 1000)
-    return {
-        "x-compute-time": repr(timing.total_s),
-        "x-compute-characters": str(len(valid.inputs)),
-        "x-total-time": str(int(timing.total_s * 1000)),
-        "x-validation-time": str(int(timing.validation_s * 1000)),
-        "x-queue-time": str(int(timing.queue_s * 1000)),
-        "x-inference-time": str(inference_ms),
-        "x-time-per-token": str(inference_ms // generated_tokens if generated_tokens else 0),
-        "x-prompt-tokens": str(valid.input_length),
-        "x-generated-tokens": str(generated_tokens),
-    }

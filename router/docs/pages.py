@@ -11,27 +11,20 @@ from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
 from router.config import Limits, RouterConfig
-from router.handlers import version
-from router.openapi import build_document
-from router.responses import dumps
-from router.state import STATE
+from router.docs.openapi import build_document
+from router.json_body import dumps
+from router.lifecycle import version
+from router.state import ROUTE_TABLE, STATE
 
 _PAGE = Path(__file__).parent / "static" / "docs.html"
 # Only what the page uses: the package's own index.html would load petstore.swagger.io.
 _ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
 
 
-def routes() -> list[web.AbstractRouteDef]:
-    return [
-        web.get("/api-doc/openapi.json", openapi_json),
-        web.get("/docs", docs_page),
-        web.get("/docs/{name}", docs_asset),
-    ]
-
-
 async def openapi_json(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return web.json_response(_document(state.config, state.limits), dumps=dumps)
+    return web.json_response(_document(state.config, state.limits, request.app[ROUTE_TABLE].protected),
+                             dumps=dumps)
 
 
 async def docs_page(request: web.Request) -> web.Response:
@@ -47,6 +40,6 @@ async def docs_asset(request: web.Request) -> web.FileResponse:
 
 
 @cache
-def _document(config: RouterConfig, limits: Limits) -> dict:
-    """Built once per config: both are frozen, and the document depends on nothing else."""
-    return build_document(config, limits, version())
+def _document(config: RouterConfig, limits: Limits, protected: frozenset[tuple[str, str]]) -> dict:
+    """Built once per config: all three are frozen, and the document depends on nothing else."""
+    return build_document(config, limits, protected, version())

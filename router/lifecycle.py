@@ -1,0 +1,144 @@
+"""The steps every generation route takes, whichever dialect it speaks (tgi/, openai/):
+read the JSON body, count the request and its failure, validate, send a stream whose
+failures after the headers become its last event, and record a success. Handlers compose
+these; the dialects differ only in their bodies and error shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from importlib import metadata
+
+from aiohttp import web
+
+from router.errors import RequestBodyError, RouterError
+from router.inference import Timing
+from router.json_body import parse_json
+from router.metrics import Metrics
+from router.schemas import GenerateRequest
+from router.sse import EventStream
+from router.state import REQUEST_ID, STATE, RouterState
+from router.validation import ValidRequest
+
+log = logging.getLogger(__name__)
+
+
+async def read_json(request: web.Request) -> object:
+    config = request.app[STATE].config
+    limit = config.payload_limit
+    too_large = RequestBodyError(413, "Failed to buffer the request body: length limit exceeded")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    content_type = request.content_type
+    if not (content_type == "application/json" or content_type.endswith("+json")):
+        raise RequestBodyError(415, "Expected request with `Content-Type: application/json`")
+    try:
+        async with asyncio.timeout(config.request_body_timeout_s):  # a trickled body holds a socket
+            raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    except web.RequestPayloadError as exc:  # e.g. `Content-Encoding: gzip` on a body that is not
+        detail = " ".join(str(exc).split()).removeprefix("400, message: ")
+        request.content.feed_eof()  # nothing more to read: aiohttp would re-raise it draining the body
+        raise RequestBodyError(400, f"Failed to read the request body: {detail}", close_connection=True) from None
+    except TimeoutError:
+        raise RequestBodyError(408, "Failed to buffer the request body: timed out after "
+                                    f"{config.request_body_timeout_s:g} s", close_connection=True) from None
+    return await asyncio.to_thread(parse_json, raw)
+
+
+@contextmanager
+def count_request(metrics: Metrics) -> Iterator[None]:
+    """Count the request, and its failure (if any) under TGI's `err` label. Failures after
+    a stream's headers are counted where they are turned into events (send_stream)."""
+    metrics.request_count.inc()
+    try:
+        yield
+    except RouterError as err:
+        metrics.record_failure(err.failure_label)
+        raise
+    except asyncio.CancelledError:
+        # handler_cancellation: the client went away, and the cancellation has already
+        # closed its gRPC stream on the way out.
+        metrics.record_failure("dropped")
+        raise
+    except Exception:
+        metrics.record_failure("internal")  # answered as a 500 by the error middleware
+        raise
+
+
+async def validate(state: RouterState, generate_request: GenerateRequest, timing: Timing) -> ValidRequest:
+    valid = await state.validator.validate(generate_request)
+    state.metrics.record_validated(valid.input_length, valid.max_new_tokens, timing.mark_validated())
+    return valid
+
+
+async def send_stream(request: web.Request, stream: EventStream, send_body: Callable[[], Awaitable[None]],
+                      error_event: Callable[[RouterError], dict]) -> None:
+    """Send the headers, then run `send_body`; errors from here on are one last event."""
+    state = request.app[STATE]
+    try:
+        await stream.open(request)
+        await send_body()
+    except ConnectionResetError:
+        # The write failed because the client left; closing the token stream (in
+        # send_body) has already cancelled the shard call.
+        log.info("request_id=%s client disconnected", request[REQUEST_ID])
+        state.metrics.record_failure("dropped")
+    except Exception as exc:
+        if not stream.response.prepared:
+            raise  # no header sent yet: an ordinary error response
+        # Past the headers, any failure (ours or a bug) is the stream's last event: a
+        # second response written into the body would mis-frame the connection.
+        err = exc if isinstance(exc, RouterError) else RouterError("Internal server error")
+        if err is exc:
+            log.warning("request_id=%s stream failed: %s", request[REQUEST_ID], err.message)
+        else:
+            log.exception("request_id=%s stream failed", request[REQUEST_ID])
+        state.metrics.record_failure(err.failure_label)
+        try:
+            await stream.send(error_event(err))
+        except ConnectionResetError:
+            pass  # the client is gone too: nothing left to tell it
+
+
+def relay(request: web.Request, stream: EventStream, tokens: AsyncIterator) -> AsyncIterator:
+    """`tokens`' items, with a keep-alive comment sent on `stream` after each of the
+    router's keep-alive intervals of silence. Close it (aclosing) when leaving early."""
+    return stream.relay(tokens, request.app[STATE].config.keep_alive_interval_s)
+
+
+def record_success(metrics: Metrics, request: web.Request, timing: Timing, input_length: int,
+                   generated_tokens: int, finish_reason: str) -> None:
+    metrics.record_success(total_s=timing.total_s, queue_s=timing.queue_s, inference_s=timing.inference_s,
+                           generated_tokens=generated_tokens)
+    log.info("request_id=%s %s input_length=%d generated_tokens=%d finish_reason=%s total_ms=%d",
+             request[REQUEST_ID], request.path, input_length, generated_tokens, finish_reason,
+             timing.total_s * 1000)
+
+
+def timing_headers(timing: Timing, valid: ValidRequest, generated_tokens: int) -> dict[str, str]:
+    """TGI's x-* timing headers for non-streaming answers (times in ms, compute time in s);
+    the OpenAI routes send them too, as TGI does."""
+    inference_ms = int(timing.inference_s * 1000)
+    return {
+        "x-compute-time": repr(timing.total_s),
+        "x-compute-characters": str(len(valid.inputs)),
+        "x-total-time": str(int(timing.total_s * 1000)),
+        "x-validation-time": str(int(timing.validation_s * 1000)),
+        "x-queue-time": str(int(timing.queue_s * 1000)),
+        "x-inference-time": str(inference_ms),
+        "x-time-per-token": str(inference_ms // generated_tokens if generated_tokens else 0),
+        "x-prompt-tokens": str(valid.input_length),
+        "x-generated-tokens": str(generated_tokens),
+    }
+
+
+def version() -> str:
+    """sluice's own version (the installed package's)."""
+    try:
+        return metadata.version("sluice")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
