@@ -5,7 +5,7 @@ import sys
 
 # Before torch allocates anything: back large tensors (weights, KV cache) with transparent
 # huge pages. A decode step streams every weight and much of the cache; 2 MB pages spare
-# the TLB tens of thousands of misses per step (about 3% of a 32-row step here).
+# the TLB tens of thousands of misses per step (README, "Benchmarks").
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from shard.config import from_args

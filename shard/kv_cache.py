@@ -1,4 +1,4 @@
-"""Preallocated KV cache: one row (slot) per running request, `max_seq_len` positions each.
+"""Preallocated KV cache: one row (slot) per running request, `max_total_tokens` positions each.
 
 A request joining or leaving the batch is bookkeeping in `SlotAllocator`; no running
 request's KV is ever moved. The one copy is prefix reuse (`copy_prefix`), into a new
@@ -22,18 +22,14 @@ class CacheShape:
     num_layers: int
     num_slots: int
     num_kv_heads: int
-    max_seq_len: int
+    max_total_tokens: int
     head_dim: int
-
-    def bytes_per_token(self, dtype: torch.dtype) -> int:
-        element_size = torch.empty((), dtype=dtype).element_size()
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element_size
 
 
 class KVCache:
     def __init__(self, shape: CacheShape, dtype: torch.dtype, device: torch.device):
         self.shape = shape
-        size = (shape.num_layers, shape.num_slots, shape.num_kv_heads, shape.max_seq_len,
+        size = (shape.num_layers, shape.num_slots, shape.num_kv_heads, shape.max_total_tokens,
                 shape.head_dim)
         # torch.empty: untouched positions stay unbacked by physical memory on CPU.
         self.keys = torch.empty(size, dtype=dtype, device=device)
@@ -46,7 +42,7 @@ class KVCache:
         computed once per step and shared by all layers."""
         heads = torch.arange(self.shape.num_kv_heads, device=slot_ids.device)
         per_slot = slot_ids[:, None] * self.shape.num_kv_heads + heads[None, :]
-        return (per_slot * self.shape.max_seq_len + positions[:, None]).reshape(-1)
+        return (per_slot * self.shape.max_total_tokens + positions[:, None]).reshape(-1)
 
     def write(self, layer: int, rows: torch.Tensor, keys: torch.Tensor,
               values: torch.Tensor) -> None:

@@ -26,8 +26,7 @@ class ShardMetrics:
                                  "Requests cancelled by the caller", **kw)
 
     def observe_step(self, plan, duration_s: float, scheduler) -> None:
-        has_prefill = any(c.num_tokens > 1 or c.start < c.seq.num_prompt for c in plan.chunks)
-        self.step_duration.labels("prefill" if has_prefill else "decode").observe(duration_s)
+        self.step_duration.labels("prefill" if plan.has_prefill else "decode").observe(duration_s)
         self.prefix_cached_tokens.inc(plan.num_cached_tokens)
         self.observe_state(scheduler)
 

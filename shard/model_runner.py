@@ -28,39 +28,33 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
-        kernels = model.kernels
-        self.greedy = kernels.greedy if kernels is not None else None
+        self.greedy = model.backend.greedy
 
     def forget(self, request_id: str) -> None:
         self._generators.pop(request_id, None)
 
     def execute(self, plan: StepPlan) -> list[ChunkResult]:
-        """Results in the order of plan.chunks."""
-        decode = sorted((c for c in plan.chunks if c.num_tokens == 1), key=lambda c: c.seq.slot)
-        prefill = [c for c in plan.chunks if c.num_tokens > 1]
-        ordered = decode + prefill
+        """Results in the order of plan.chunks, which is already the model's order."""
         for copy in plan.copies:
             self.cache.copy_prefix(copy.source_slot, copy.target_slot, copy.num_tokens)
-        step, sample_rows, prompt_rows = self._build_inputs(decode, prefill)
+        step, sample_rows, prompt_rows = self._build_inputs(plan)
         hidden = self.model.forward(step, self.cache)
         logits = self.model.logits(hidden)
-        results = self._pick(ordered, logits, sample_rows, prompt_rows)
-        by_chunk = dict(zip(map(id, ordered), results))
-        return [by_chunk[id(c)] for c in plan.chunks]
+        return self._pick(plan.chunks, logits, sample_rows, prompt_rows)
 
     # -- inputs ------------------------------------------------------------------------
-    def _build_inputs(self, decode: list[Chunk], prefill: list[Chunk]):
+    def _build_inputs(self, plan: StepPlan):
         input_ids, positions, slot_ids, logits_rows = [], [], [], []
         sample_rows: list[int | None] = []        # per chunk: index into logits, or None
         prompt_rows: list[tuple[int, int]] = []   # per chunk: (first, count) logits rows
         spans = []
-        for chunk in decode + prefill:
+        for chunk in plan.chunks:
             offset = len(input_ids)
             seq = chunk.seq
             input_ids.extend(seq.token_at(p) for p in range(chunk.start, chunk.end))
             positions.extend(range(chunk.start, chunk.end))
             slot_ids.extend([seq.slot] * chunk.num_tokens)
-            if chunk.num_tokens > 1:
+            if not chunk.is_decode:
                 spans.append(PrefillSpan(offset, chunk.num_tokens, seq.slot, chunk.start))
             first = len(logits_rows)
             if seq.prefill_logprobs and chunk.start < seq.num_prompt:
@@ -72,6 +66,7 @@ class ModelRunner:
         tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)
         positions = tensor(positions)
         slot_ids = tensor(slot_ids)
+        decode = plan.chunks[:plan.num_decode]
         step = StepInputs(tensor(input_ids), positions, slot_ids,
                           self.cache.rows(slot_ids, positions), len(decode),
                           tuple(c.seq.slot for c in decode), tuple(c.start for c in decode),

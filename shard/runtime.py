@@ -16,7 +16,7 @@ from shard.engine import Engine, Publish
 from shard.kv_cache import CacheShape, KVCache
 from shard.metrics import ShardMetrics
 from shard.model_runner import ModelRunner
-from shard.models import cpu_kernels
+from shard.models.backends import select_backend
 from shard.models.llama import SUPPORTED_MODEL_TYPES, LlamaModel
 from shard.prefix_cache import PrefixIndex
 from shard.scheduler import Scheduler, SchedulerLimits
@@ -117,8 +117,8 @@ def eos_token_ids(hf_model) -> frozenset[int]:
 def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     """Returns (engine, info). Loads the model; slow on first start (GGUF conversion)."""
     if config.num_threads:
-        # Only when asked: setting it, even to the default, slows oneDNN's kernels here
-        # (measured 27 -> 33 ms per one-row step on this CPU).
+        # Only when asked: setting it, even to the default, slowed oneDNN's kernels
+        # (README, "Benchmarks").
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config)
     dtype = resolve_dtype(config, device)
@@ -128,10 +128,9 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model type {model_type!r} is not supported yet "
                          f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
-    kernels = None
-    if device.type == "cpu" and config.kernels == "auto":
-        kernels = cpu_kernels.load(config.cache_dir)
-    model = LlamaModel(hf_model, dtype, device, int4_rows(config, dtype, device, source), kernels)
+    backend = select_backend(hf_model.config, device, dtype, config.kernels == "auto",
+                             config.cache_dir)
+    model = LlamaModel(hf_model, dtype, device, int4_rows(config, dtype, device, source), backend)
     budget = plan_budget(config, model.max_position, device)
     cache = KVCache(CacheShape(model.num_layers, budget.num_slots, model.num_kv_heads,
                                budget.max_total_tokens, model.head_dim), dtype, device)

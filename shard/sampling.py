@@ -39,21 +39,23 @@ class Sampled:
     errors: list[str | None] | None = None   # per row: why it could not sample (None: it did)
 
 
+def greedy_pick(logits: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Per row: argmax and its log-softmax value, with no full log-softmax matrix."""
+    logits = logits.float()
+    token_ids = logits.argmax(dim=-1)
+    chosen = logits.gather(1, token_ids[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+    return token_ids.tolist(), chosen.tolist()
+
+
 def sample(logits: torch.Tensor, rows: list[RowRequest],
-           greedy: Callable[[torch.Tensor], tuple[list[int], list[float]]] | None = None
+           greedy: Callable[[torch.Tensor], tuple[list[int], list[float]]] = greedy_pick
            ) -> Sampled:
-    """`greedy`, where given, picks plain greedy rows in one fused pass (the CPU kernel).
-    Given finite logits, a row whose own sampling values leave nothing to choose fails
-    alone (Sampled.errors)."""
+    """`greedy` picks when every row is plain greedy, the common case: the backend's
+    (one fused pass with the CPU kernels). Given finite logits, a row whose own sampling
+    values leave nothing to choose fails alone (Sampled.errors)."""
     if all(r.params.is_greedy and not _needs_processing(r.params) and not r.top_n_tokens
            for r in rows):
-        # The common case: no full log-softmax matrix, only the chosen token's logprob.
-        if greedy is not None:
-            return Sampled(*greedy(logits), [[] for _ in rows])
-        logits = logits.float()
-        token_ids = logits.argmax(dim=-1)
-        chosen = logits.gather(1, token_ids[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
-        return Sampled(token_ids.tolist(), chosen.tolist(), [[] for _ in rows])
+        return Sampled(*greedy(logits), [[] for _ in rows])
     logits = logits.float()
     if not bool(torch.isfinite(logits).all()):
         # The model's fault, not a request's: the engine re-runs the step one request at a time.

@@ -2,9 +2,11 @@
 
 Every step is a list of chunks. A decoding sequence contributes a one-token chunk; a
 sequence still reading its prompt contributes up to the prefill budget, so a long prompt
-is spread over several steps while the others keep decoding. KV memory is reserved per
-request (prompt + max_new_tokens) when it is admitted, so a running request never runs
-out of cache and nothing is ever preempted.
+is spread over several steps while the others keep decoding. The plan lists its chunks in
+the order the model reads them: decode chunks first, by slot, then prompt chunks.
+
+KV memory is reserved per request (prompt + max_new_tokens) when it is admitted, so a
+running request never runs out of cache and nothing is ever preempted.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ class SchedulerLimits:
     max_batch_size: int
     max_batch_prefill_tokens: int
     max_batch_total_tokens: int
-    max_seq_len: int                 # one slot's capacity
+    max_total_tokens: int            # one slot's capacity
     waiting_served_ratio: float = 0.0
     max_waiting_tokens: int = 20
 
@@ -42,9 +44,17 @@ class Chunk:
         """True when this chunk reaches the end of the known tokens, so it yields a token."""
         return self.end == self.seq.num_tokens
 
+    @property
+    def is_decode(self) -> bool:
+        """One token, which attends through the decode path (one query per slot): every
+        decoding sequence's chunk, and a prompt's last token when it is fed alone."""
+        return self.num_tokens == 1
+
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
+    """`chunks`: decode chunks first, by slot (the order decode attention reads the
+    cache in), then prompt chunks; results follow the same order."""
     chunks: tuple[Chunk, ...]
     copies: tuple[PrefixCopy, ...] = ()   # cache prefixes to copy before the forward
     num_cached_tokens: int = 0            # prompt tokens reused (copied or in place)
@@ -52,6 +62,15 @@ class StepPlan:
     @property
     def num_tokens(self) -> int:
         return sum(c.num_tokens for c in self.chunks)
+
+    @property
+    def num_decode(self) -> int:
+        """chunks[:num_decode] are the decode chunks."""
+        return sum(c.is_decode for c in self.chunks)
+
+    @property
+    def has_prefill(self) -> bool:
+        return self.num_decode < len(self.chunks)
 
 
 class Scheduler:
@@ -70,10 +89,10 @@ class Scheduler:
     def check_fits(self, seq: Sequence) -> str | None:
         """Why this request can never run here, or None if it can (now or later)."""
         need, lim = seq.max_tokens, self.limits
-        if need > lim.max_seq_len:
+        if need > lim.max_total_tokens:
             return (f"prompt ({seq.num_prompt} tokens) + max_new_tokens "
                     f"({seq.stopping.max_new_tokens}) exceeds the shard's context of "
-                    f"{lim.max_seq_len} tokens")
+                    f"{lim.max_total_tokens} tokens")
         if need > lim.max_batch_total_tokens:
             return (f"request needs {need} KV tokens but --max-batch-total-tokens is "
                     f"{lim.max_batch_total_tokens}")
@@ -117,7 +136,7 @@ class Scheduler:
                 admitted.append(self._admit(self.waiting.popleft(), copies))
                 chunks.append(self._prefill_chunk(admitted[-1], budget))
                 budget -= chunks[-1].num_tokens
-        return StepPlan(tuple(chunks), tuple(copies), sum(s.num_cached for s in admitted))
+        return StepPlan(_decode_first(chunks), tuple(copies), sum(s.num_cached for s in admitted))
 
     def _prefill_chunk(self, seq: Sequence, budget: int) -> Chunk:
         # Feed the prompt; a request whose prompt is done but whose last token has no
@@ -186,3 +205,8 @@ class Scheduler:
         if self.prefixes:
             self.prefixes.retire(seq)
         self.num_reserved_tokens -= seq.max_tokens
+
+
+def _decode_first(chunks: list[Chunk]) -> tuple[Chunk, ...]:
+    decode = sorted((c for c in chunks if c.is_decode), key=lambda c: c.seq.slot)
+    return tuple(decode + [c for c in chunks if not c.is_decode])

@@ -88,10 +88,6 @@ class Sequence:
         """KV tokens this request may need: prompt plus every token it may generate."""
         return self.num_prompt + self.stopping.max_new_tokens
 
-    @property
-    def num_uncomputed_prompt(self) -> int:
-        return max(0, self.num_prompt - self.num_computed)
-
     def token_at(self, position: int) -> int:
         if position < self.num_prompt:
             return self.prompt_ids[position]

@@ -18,11 +18,6 @@ class SlotAllocator:
     def num_free(self) -> int:
         return len(self._free)
 
-    @property
-    def span(self) -> int:
-        """One past the highest slot in use: decode attention covers rows [0, span)."""
-        return max(self._used) + 1 if self._used else 0
-
     def allocate(self) -> int:
         if not self._free:
             raise RuntimeError("no free KV cache slot")

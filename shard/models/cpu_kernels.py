@@ -2,7 +2,7 @@
 and CPU into the cache directory, loaded with ctypes, called on tensors' memory.
 
 Compiling takes under a second with the system's gcc. Where there is no compiler, or the
-CPU lacks AVX-512, `load()` returns None and the model keeps to torch's ops.
+CPU lacks AVX-512, `load()` returns None and backends.select_backend keeps to torch's ops.
 """
 from __future__ import annotations
 

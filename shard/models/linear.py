@@ -1,7 +1,7 @@
 """Linear layers for the fast path.
 
-On CPU, weights are prepacked once for oneDNN. That is faster than a plain matmul here,
-about 1.3x at 1–128 rows in bf16. It also gives each row the same result whatever the
+On CPU, weights are prepacked once for oneDNN. That is faster than a plain matmul at
+1–128 rows in bf16 (README, "Benchmarks"). It also gives each row the same result whatever the
 batch size, so batching never changes a greedy output.
 
 With `int4`, each weight also gets a 4-bit copy with one scale and one zero per group
@@ -11,8 +11,8 @@ bf16 scale and zero, though: against the dequantized weights its products are of
 to about 3% of the largest output (0.3% is bf16's own rounding). Decode with few rows is
 bound by reading the weights, so steps with at most `max_int4_rows` rows use the 4-bit
 copy, which is a quarter of the bytes. Larger steps are compute-bound and use the
-bf16/fp32 GEMM. (A 4-bit kernel of our own on VDPBF16PS was 10x closer, but 20% slower
-at one row, so torch's stays.)
+bf16/fp32 GEMM. (A 4-bit kernel of our own was closer to the dequantized weights but
+slower at one row, so torch's stays: README, "What stands in the way".)
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ class Linear:
                  bias: torch.Tensor | None = None, max_int4_rows: int = 0):
         weight = weight.detach().to(device=device, dtype=dtype).contiguous()
         self.bias = bias.detach().to(device=device, dtype=dtype) if bias is not None else None
-        self.out_features = weight.shape[0]
         self._packed = None
         self._int4 = None
         self.max_int4_rows = max_int4_rows

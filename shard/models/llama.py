@@ -1,25 +1,32 @@
 """Fast path for the Llama family (SmolLM2, Llama, Qwen2, Mistral): a plain-tensor forward
 over a flat list of tokens from many requests, writing into the slot KV cache.
 
-Decode tokens (one per request) attend through sluice's CPU kernel, each reading its own
-slot, or else through one masked SDPA view of the cache rows [0, span); prompt chunks
-attend one request at a time. Linear layers see every token of the step at once, which is
-where batching pays on both CPU and GPU. The element-wise steps between them are
-layer_ops.TorchOps or their fused kernels, cpu_kernels.KernelOps.
+Decode tokens (one per request) attend through the backend (backends.py): sluice's CPU
+kernel, each reading its own slot, or one masked SDPA view of the cache rows [0, span).
+Prompt chunks attend one request at a time. Linear layers see every token of the step at
+once, which is where batching pays on both CPU and GPU. The backend also does the
+element-wise steps between them, the lm_head and (in the runner) the greedy pick.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from shard.kv_cache import KVCache
-from shard.models.cpu_kernels import Q8_MAX_ROWS, CpuKernels, KernelOps, Q8Weight
-from shard.models.layer_ops import TorchOps
 from shard.models.linear import Linear
 
+if TYPE_CHECKING:
+    from shard.models.backends import Backend
+
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+
+
+def head_dim(cfg) -> int:
+    """Older configs leave it out."""
+    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,37 +52,6 @@ class StepInputs:
 
 
 @dataclass(frozen=True, slots=True)
-class MaskedSpan:
-    """Decode attention through SDPA: one masked view of cache slots [0, span)."""
-    span: int
-    rows: torch.Tensor | None      # [num_decode] slot of each token where the span has holes
-    mask: torch.Tensor             # [span, 1, 1, length] True = attend
-
-    @classmethod
-    def of(cls, step: StepInputs, device: torch.device) -> MaskedSpan:
-        slots = list(step.decode_slots)
-        span, length = slots[-1] + 1, max(step.decode_positions) + 1
-        limits = torch.zeros(span, dtype=torch.long)
-        limits[slots] = torch.tensor(step.decode_positions)
-        # Row r attends to positions <= its own; hole rows attend to position 0 only.
-        mask = (torch.arange(length)[None, :] <= limits[:, None])[:, None, None, :]
-        rows = None if slots == list(range(span)) else torch.tensor(slots, device=device)
-        return cls(span, rows, mask.to(device))
-
-
-@dataclass(frozen=True, slots=True)
-class SlotLengths:
-    """Decode attention through the CPU kernel: each token reads its own slot."""
-    slots: torch.Tensor
-    lengths: torch.Tensor
-
-    @classmethod
-    def of(cls, step: StepInputs, device: torch.device) -> SlotLengths:
-        return cls(torch.tensor(step.decode_slots, device=device),
-                   torch.tensor(step.decode_positions, device=device) + 1)
-
-
-@dataclass(frozen=True, slots=True)
 class LayerWeights:
     in_norm: torch.Tensor
     qkv: Linear
@@ -87,36 +63,24 @@ class LayerWeights:
 
 class LlamaModel:
     def __init__(self, hf_model, dtype: torch.dtype, device: torch.device,
-                 max_int4_rows: int = 0, kernels: CpuKernels | None = None):
+                 max_int4_rows: int, backend: Backend):
         cfg = hf_model.config
         self.num_layers = cfg.num_hidden_layers
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.eps = cfg.rms_norm_eps
+        self.head_dim = head_dim(cfg)
         self.max_position = cfg.max_position_embeddings
         self.vocab_size = cfg.vocab_size
-        self.max_int4_rows = max_int4_rows
+        self.backend = backend
         self._load_weights(hf_model.model, hf_model.lm_head, dtype, device, max_int4_rows)
         self.rope = self._rope_params(hf_model, device)
-        self.device = device
-        supported = kernels is not None and device.type == "cpu" and kernels.supports(
-            self.num_heads, self.num_kv_heads, self.head_dim, dtype,
-            (cfg.hidden_size, cfg.intermediate_size))
-        self.kernels = kernels if supported else None
-        self.ops = KernelOps(kernels, self.eps) if supported else TorchOps(self.eps)
-        # Few-row steps read compact weights (see Linear); the embeddings the lm_head is
-        # tied to come as GGUF Q8_0, which an 8-bit copy holds exactly.
-        self.lm_head_q8 = None
-        if self.kernels is not None and max_int4_rows:
-            self.lm_head_q8 = Q8Weight.exact(hf_model.lm_head.weight)
 
     def _load_weights(self, model, lm_head, dtype, device, max_int4_rows) -> None:
         def v(w):
             return w.detach().to(device=device, dtype=dtype).contiguous()
 
         self.embed = v(model.embed_tokens.weight)
-        self.lm_head = Linear(lm_head.weight, dtype, device)
+        self.lm_head = self.backend.build_lm_head(lm_head.weight, dtype, device, max_int4_rows)
         self.final_norm = v(model.norm.weight)
         self.layers = []
         for layer in model.layers:
@@ -151,52 +115,32 @@ class LlamaModel:
         """Returns the final hidden states of `step.logits_rows`."""
         hidden = self.embed[step.input_ids]
         cos, sin = self._rope(step.positions, hidden.dtype)
-        decode = None
-        if step.num_decode:
-            layout = SlotLengths if self.kernels else MaskedSpan
-            decode = layout.of(step, self.device)
-        ops = self.ops
-        x = ops.rms_norm(hidden, None, self.layers[0].in_norm)
+        backend = self.backend
+        decode = backend.decode_layout(step) if step.num_decode else None
+        x = backend.rms_norm(hidden, None, self.layers[0].in_norm)
         next_norms = [layer.in_norm for layer in self.layers[1:]] + [self.final_norm]
         for index, (weights, next_norm) in enumerate(zip(self.layers, next_norms)):
-            q = ops.rope_write(weights.qkv(x), cos, sin, cache, index, step, self.num_heads)
+            q = backend.rope_write(weights.qkv(x), cos, sin, cache, index, step, self.num_heads)
             attention = self._attention(index, q, step, decode, cache)
-            x = ops.rms_norm(hidden, weights.o(attention.view(q.shape[0], -1)), weights.post_norm)
-            mlp = weights.down(ops.silu_mul(weights.gate_up(x)))
-            x = ops.rms_norm(hidden, mlp, next_norm)   # the next layer's input norm, or the final
+            x = backend.rms_norm(hidden, weights.o(attention.view(q.shape[0], -1)),
+                                 weights.post_norm)
+            mlp = weights.down(backend.silu_mul(weights.gate_up(x)))
+            x = backend.rms_norm(hidden, mlp, next_norm)  # the next layer's input norm, or final
         return x[step.logits_rows]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """In the model's dtype; sampling converts to float32 where it needs to."""
-        if self.lm_head_q8 is not None and hidden.shape[0] <= min(self.max_int4_rows, Q8_MAX_ROWS):
-            return self.kernels.q8_matmul(hidden, self.lm_head_q8)
         return self.lm_head(hidden)
 
     def _attention(self, index, q, step, decode, cache) -> torch.Tensor:
         out = torch.empty_like(q)
-        if isinstance(decode, SlotLengths):
-            keys, values = cache.layer(index)
-            self.kernels.decode_attention(q[:step.num_decode], keys, values, decode.slots,
-                                          decode.lengths, out[:step.num_decode])
-        elif decode is not None:
-            out[:step.num_decode] = self._sdpa_decode(index, q[:step.num_decode], decode, cache)
+        if decode is not None:
+            rows = slice(0, step.num_decode)
+            self.backend.decode_attention(index, q[rows], decode, cache, out[rows])
         for span in step.prefills:
             rows = slice(span.offset, span.offset + span.num_tokens)
             out[rows] = self._prefill_attention(index, q[rows], span, cache)
         return out
-
-    def _sdpa_decode(self, index, q, decode: MaskedSpan, cache: KVCache) -> torch.Tensor:
-        # Fold each KV head's query group into the "query length" axis: plain attention
-        # with no head repetition, over a strided view of the cache (no copy).
-        group = self.num_heads // self.num_kv_heads
-        q = q.view(-1, self.num_kv_heads, group, self.head_dim)
-        if decode.rows is not None:  # holes in the span: scatter into cache-row order
-            q = q.new_zeros(decode.span, *q.shape[1:]).index_copy_(0, decode.rows, q)
-        keys, values = cache.span(index, decode.span, decode.mask.shape[-1])
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=decode.mask)
-        if decode.rows is not None:
-            out = out.index_select(0, decode.rows)
-        return out.reshape(-1, self.num_heads, self.head_dim)
 
     def _prefill_attention(self, index, q, span: PrefillSpan, cache: KVCache) -> torch.Tensor:
         end = span.start + span.num_tokens

@@ -79,7 +79,7 @@ def test_fused_rotary_and_cache_write_are_bit_identical_to_torch(kernels, dtype)
     from shard.models.layer_ops import TorchOps
 
     torch.manual_seed(2)
-    shape = CacheShape(num_layers=2, num_slots=4, num_kv_heads=3, max_seq_len=32, head_dim=64)
+    shape = CacheShape(num_layers=2, num_slots=4, num_kv_heads=3, max_total_tokens=32, head_dim=64)
     step, slot_ids, positions = _step_writing([2, 0, 0, 3], [7, 0, 1, 31])
     caches = []
     for ops in (TorchOps(1e-5), KernelOps(kernels, 1e-5)):
@@ -146,3 +146,46 @@ def test_q8_matmul_equals_the_weight_it_holds_exactly(kernels, dtype):
         expected = x.double() @ weight.double().T
         torch.testing.assert_close(kernels.q8_matmul(x, q8).double(), expected,
                                    atol=1e-4 if dtype is torch.float32 else 2e-2, rtol=1e-2)
+
+
+def test_kernel_backend_decode_attention_matches_the_torch_backend(kernels):
+    """Both decode layouts over one cache, with holes in the slots as requests leave."""
+    from types import SimpleNamespace
+
+    from shard.kv_cache import CacheShape, KVCache
+    from shard.models.backends import CpuKernelBackend, TorchBackend
+
+    torch.manual_seed(8)
+    cpu = torch.device("cpu")
+    shape = CacheShape(num_layers=2, num_slots=6, num_kv_heads=3, max_total_tokens=40, head_dim=64)
+    cache = KVCache(shape, torch.float32, cpu)
+    cache.keys.normal_(), cache.values.normal_()
+    step = SimpleNamespace(decode_slots=(0, 2, 5), decode_positions=(3, 39, 0))
+    q = torch.randn(3, 9, 64)
+    outs = []
+    for backend in (TorchBackend(1e-5, cpu), CpuKernelBackend(kernels, 1e-5, cpu)):
+        out = torch.empty_like(q)
+        backend.decode_attention(1, q, backend.decode_layout(step), cache, out)
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+
+
+def test_select_backend_takes_the_kernels_only_where_asked_and_fit(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from shard.models import backends
+
+    stand_in = SimpleNamespace(supports=cpu_kernels.CpuKernels.supports, functions={},
+                               greedy=None)
+    monkeypatch.setattr(backends.cpu_kernels, "load", lambda cache_dir: stand_in)
+    config = SimpleNamespace(num_attention_heads=9, num_key_value_heads=3, hidden_size=576,
+                             intermediate_size=1536, rms_norm_eps=1e-5)
+    cpu = torch.device("cpu")
+
+    def chosen(device=cpu, dtype=torch.bfloat16, use_kernels=True):
+        return type(backends.select_backend(config, device, dtype, use_kernels, tmp_path))
+
+    assert chosen() is backends.CpuKernelBackend
+    assert chosen(use_kernels=False) is backends.TorchBackend
+    assert chosen(dtype=torch.float16) is backends.TorchBackend
+    assert chosen(device=torch.device("cuda")) is backends.TorchBackend

@@ -10,7 +10,7 @@ SYSTEM = list(range(100, 130))          # a 30-token "system prompt" shared by r
 
 def make_scheduler() -> Scheduler:
     limits = SchedulerLimits(max_batch_size=4, max_batch_prefill_tokens=64,
-                             max_batch_total_tokens=400, max_seq_len=100)
+                             max_batch_total_tokens=400, max_total_tokens=100)
     return Scheduler(limits, 4, frozenset({2}), PrefixIndex(8))
 
 

@@ -12,7 +12,7 @@ EOS = 2
 
 def make_scheduler(**overrides) -> Scheduler:
     limits = dict(max_batch_size=4, max_batch_prefill_tokens=16, max_batch_total_tokens=200,
-                  max_seq_len=100)
+                  max_total_tokens=100)
     limits.update(overrides)
     return Scheduler(SchedulerLimits(**limits), num_slots=limits["max_batch_size"],
                      eos_token_ids=frozenset({EOS}))
@@ -77,7 +77,7 @@ def test_eos_finishes_unless_ignored():
 def test_kv_budget_makes_requests_wait_and_refuses_impossible_ones():
     scheduler = make_scheduler(max_batch_total_tokens=20)
     assert "max-batch-total-tokens" in scheduler.check_fits(make_seq("huge", 10, 15))
-    assert "context" in make_scheduler(max_seq_len=10).check_fits(make_seq("long", 8, 5))
+    assert "context" in make_scheduler(max_total_tokens=10).check_fits(make_seq("long", 8, 5))
     first, second = make_seq("first", 4, 10), make_seq("second", 4, 10)   # 14 tokens each
     scheduler.add(first)
     scheduler.add(second)
@@ -126,3 +126,17 @@ def test_lowest_slot_first_keeps_the_batch_packed():
     scheduler.add(late)
     step(scheduler)
     assert late.slot == 1
+
+
+def test_plan_lists_decode_chunks_first_by_slot_then_prompt_chunks():
+    scheduler = make_scheduler()
+    for name in "abc":
+        scheduler.add(make_seq(name, max_new_tokens=50))
+    step(scheduler)
+    scheduler.abort("a")                              # slot 0 is free again
+    scheduler.add(make_seq("late", num_prompt=1))     # takes slot 0; its prompt is one token
+    scheduler.add(make_seq("long", num_prompt=10))
+    plan = scheduler.schedule()
+    assert [(c.seq.request_id, c.is_decode) for c in plan.chunks] == [
+        ("late", True), ("b", True), ("c", True), ("long", False)]
+    assert plan.num_decode == 3 and plan.has_prefill
