@@ -29,6 +29,9 @@ class RouterConfig:
     max_stop_sequences: int = _flag(4, "upper bound for len(stop)", int)
     max_stop_sequence_length: int = _flag(1024, "upper bound for each stop string's length in characters", int)
     max_top_n_tokens: int = _flag(5, "upper bound for top_n_tokens", int)
+    max_grammar_length: int = _flag(
+        100_000, "upper bound for a grammar's (or response_format's) length in characters; a JSON Schema "
+        "counts as its compact JSON text", int)
     max_client_batch_size: int = _flag(4, "max prompts per call (reported in /info)", int)
     payload_limit: int = _flag(2_000_000, "request body limit in bytes (413 above it)", int)
     api_key: str | None = _flag(None, "if set, generation routes need `Authorization: Bearer <key>`")
@@ -55,7 +58,7 @@ class RouterConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in [0, 65535]. Given: {self.port}")
         positive = ("max_concurrent_requests", "max_best_of", "max_stop_sequence_length",
-                    "max_client_batch_size", "payload_limit",
+                    "max_grammar_length", "max_client_batch_size", "payload_limit",
                     "shard_connect_timeout_s", "validation_workers", "keep_alive_interval_s",
                     "keep_alive_timeout_s", "request_body_timeout_s", "health_check_interval_s")
         for name in positive:
@@ -139,6 +142,7 @@ class Limits:
     max_stop_sequences: int
     max_stop_sequence_length: int
     max_top_n_tokens: int
+    max_grammar_length: int
 
 
 def resolve_limits(config: RouterConfig, shard_max_total_tokens: int) -> Limits:
@@ -151,4 +155,5 @@ def resolve_limits(config: RouterConfig, shard_max_total_tokens: int) -> Limits:
         raise ValueError(f"`max_input_tokens` must be < `max_total_tokens`. Given: {max_input} and {max_total}")
     return Limits(max_input_tokens=max_input, max_total_tokens=max_total, max_best_of=config.max_best_of,
                   max_stop_sequences=config.max_stop_sequences,
-                  max_stop_sequence_length=config.max_stop_sequence_length, max_top_n_tokens=config.max_top_n_tokens)
+                  max_stop_sequence_length=config.max_stop_sequence_length, max_top_n_tokens=config.max_top_n_tokens,
+                  max_grammar_length=config.max_grammar_length)

@@ -15,6 +15,23 @@ from router.errors import RequestBodyError
 INT_BOUNDS = {"i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1), "u64": (0, 2**64 - 1), "usize": (0, 2**64 - 1)}
 
 
+# TGI's GrammarType tags (lib.rs): "json_object" is an alias of "json", and "json_schema"
+# wraps the schema as {"name", "schema"}, as OpenAI's response_format does.
+GRAMMAR_TYPES = ("json", "json_object", "regex", "json_schema")
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """What the output must match: kind "json_schema" (a JSON Schema) or "regex". A schema's
+    `value` is what the client sent (an object, or JSON text of one) until validation makes
+    it the JSON text the shard receives (grammar.check_grammar). `field` names the request
+    field it came from, for messages."""
+
+    kind: str
+    value: str | dict[str, Any]
+    field: str = "grammar"
+
+
 @dataclass(frozen=True, slots=True)
 class GenerateParameters:
     best_of: int | None = None
@@ -35,8 +52,8 @@ class GenerateParameters:
     decoder_input_details: bool = False
     seed: int | None = None
     top_n_tokens: int | None = None
-    # Kept only to be refused by validation: we support neither grammars nor adapters yet.
-    grammar: Any = None
+    grammar: Grammar | None = None
+    # Kept only to be refused by validation: we load no adapters.
     adapter_id: str | None = None
 
 
@@ -57,7 +74,7 @@ PARAMETER_KINDS: dict[str, str] = {
     "presence_penalty": "f32", "top_k": "i32", "top_p": "f32", "typical_p": "f32", "do_sample": "bool", "max_new_tokens": "u32",
     "return_full_text": "bool", "stop": "strings", "truncate": "usize", "watermark": "bool",
     "details": "bool", "decoder_input_details": "bool", "seed": "u64", "top_n_tokens": "u32",
-    "grammar": "object", "adapter_id": "string",
+    "grammar": "grammar", "adapter_id": "string",
 }
 
 
@@ -86,10 +103,49 @@ def parse_generate(body: Any) -> GenerateRequest:
 def _parse_parameters(raw: dict[str, Any]) -> GenerateParameters:
     values: dict[str, Any] = {}
     for name, kind in PARAMETER_KINDS.items():
-        value = convert(f"parameters.{name}", raw.get(name), kind)
+        if kind == "grammar":
+            value = None if raw.get(name) is None else parse_grammar(f"parameters.{name}", raw[name])
+        else:
+            value = convert(f"parameters.{name}", raw.get(name), kind)
         if value is not None:
             values[name] = value
     return GenerateParameters(**values)
+
+
+def parse_grammar(path: str, raw: Any, field: str = "grammar") -> Grammar:
+    """TGI's GrammarType, `{"type": ..., "value": ...}`; its JSON types only (compiling it is
+    grammar.check_grammar's job)."""
+    raw = convert(path, raw, "object")
+    kind = grammar_type(path, raw, GRAMMAR_TYPES)
+    if raw.get("value") is None:
+        raise shape_error(f"{path}: missing field `value`")
+    value = raw["value"]
+    if kind == "regex":
+        return Grammar("regex", convert(f"{path}.value", value, "string"), field)
+    if kind == "json_schema":
+        config = convert(f"{path}.value", value, "object")
+        convert(f"{path}.value.name", config.get("name"), "string")
+        if config.get("schema") is None:
+            raise shape_error(f"{path}.value: missing field `schema`")
+        return Grammar("json_schema", schema_value(f"{path}.value.schema", config["schema"]), field)
+    return Grammar("json_schema", schema_value(f"{path}.value", value), field)
+
+
+def grammar_type(path: str, raw: dict[str, Any], types: tuple[str, ...]) -> str:
+    """The `type` tag of a grammar (or response_format) object, one of `types`."""
+    kind = raw.get("type")
+    if kind is None:
+        raise shape_error(f"{path}: missing field `type`")
+    if convert(f"{path}.type", kind, "string") not in types:
+        expected = ", ".join(f"`{name}`" for name in types)
+        raise shape_error(f"{path}.type: unknown variant `{kind[:50]}`, expected one of {expected}")
+    return kind
+
+
+def schema_value(path: str, value: Any) -> str | dict[str, Any]:
+    if isinstance(value, (dict, str)):
+        return value
+    raise _type_error(path, value, "a JSON Schema object, or a JSON string of one")
 
 
 def convert(path: str, value: Any, kind: str) -> Any:

@@ -3,11 +3,14 @@ exact messages. The first failing check wins, so the order is part of the contra
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 from router.config import Limits
 from router.errors import ValidationError
+from router.grammar import check_grammar
 from router.schemas import GenerateParameters, GenerateRequest
 from router.tokenizer import PromptTokenizer
 
@@ -131,6 +134,9 @@ class Validator:
         if params.truncate is not None:
             input_ids = input_ids[-params.truncate:]  # left truncation: keep the end
         max_new_tokens = resolve_max_new_tokens(len(input_ids), params.max_new_tokens, self._limits)
+        if params.grammar is not None:  # last, as in TGI; compiling it grows with its size
+            grammar = await asyncio.to_thread(check_grammar, params.grammar, self._limits.max_grammar_length)
+            params = dataclasses.replace(params, grammar=grammar)
         _check_unsupported(params)
         return ValidRequest(inputs=request.inputs, parameters=params, input_ids=tuple(input_ids),
                             max_new_tokens=max_new_tokens)
@@ -187,13 +193,10 @@ def resolve_max_new_tokens(input_length: int, requested: int | None, limits: Lim
     return max_new_tokens
 
 
-# Parsed only to be refused (below, each with its own message): the OpenAPI document
-# allows them only as null.
-UNSUPPORTED = ("grammar", "adapter_id")
+# Parsed only to be refused (below): the OpenAPI document allows them only as null.
+UNSUPPORTED = ("adapter_id",)
 
 
 def _check_unsupported(params: GenerateParameters) -> None:
-    if params.grammar is not None:
-        raise ValidationError("grammar is not supported")
     if params.adapter_id is not None:
         raise ValidationError("`adapter_id` is not supported: this server does not load LoRA adapters")

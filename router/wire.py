@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import grpc
 
 from protos import shard_pb2, shard_pb2_grpc
-from router.schemas import GenerateParameters
+from router.schemas import GenerateParameters, Grammar
+
+_GRAMMAR_TYPES = {"json_schema": shard_pb2.GRAMMAR_TYPE_JSON_SCHEMA, "regex": shard_pb2.GRAMMAR_TYPE_REGEX}
 
 _FINISH_REASONS = {
     shard_pb2.FINISH_REASON_LENGTH: "length",
@@ -123,7 +125,16 @@ def to_generate_request(request: ShardRequest) -> shard_pb2.GenerateRequest:
     return shard_pb2.GenerateRequest(
         request_id=request.call_id, input_ids=list(request.input_ids), sampling=sampling,
         stopping=stopping, prefill_logprobs=params.decoder_input_details,
-        top_n_tokens=_or(params.top_n_tokens, 0))
+        top_n_tokens=_or(params.top_n_tokens, 0), grammar=_grammar(params.grammar))
+
+
+def _grammar(grammar: Grammar | None) -> shard_pb2.Grammar | None:
+    """Unset when there is none; validation has made a schema its JSON text."""
+    if grammar is None:
+        return None
+    if not isinstance(grammar.value, str):
+        raise TypeError("a grammar reaches the wire only after validation (grammar.check_grammar)")
+    return shard_pb2.Grammar(type=_GRAMMAR_TYPES[grammar.kind], value=grammar.value)
 
 
 def to_token_delta(message: shard_pb2.GenerateResponse) -> TokenDelta:

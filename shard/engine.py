@@ -187,9 +187,22 @@ class Engine:
             if tracked is None:
                 continue
             tracked.prefill_logprobs.extend(result.prefill_logprobs)
-            if result.token_id is not None:
-                events.append(self._token_event(tracked, result))
+            if result.token_id is None:
+                continue
+            error = self._advance_grammar(chunk.seq, result.token_id)
+            events.append(self._fail(chunk.seq, error) if error else
+                          self._token_event(tracked, result))
         return events
+
+    def _advance_grammar(self, seq: Sequence, token_id: int) -> str | None:
+        """A constrained request finishes (eos_token) once its grammar is complete; length
+        and EOS, decided by the scheduler just before, come first."""
+        if seq.constraint is None or seq.status.is_finished:
+            return None
+        error = seq.constraint.advance(token_id)
+        if error is None and seq.constraint.is_complete:
+            self.scheduler.finish(seq, FinishReason.EOS_TOKEN)
+        return error
 
     def _token_event(self, tracked: _Tracked, result: ChunkResult) -> TokenEvent:
         seq = tracked.seq
@@ -223,8 +236,17 @@ class Engine:
                          token_id in self.special_ids)
 
     def _forget(self, request_id: str) -> None:
-        self._tracked.pop(request_id, None)
+        tracked = self._tracked.pop(request_id, None)
+        if tracked is not None:
+            tracked.seq.constraint = None
         self.runner.forget(request_id)
+
+    def _fail(self, seq: Sequence, error: str) -> TokenEvent:
+        """This request alone ends with an error; the others go on."""
+        log.error("request %s failed: %s", seq.request_id, error)
+        self.scheduler.finish(seq, None)
+        self._forget(seq.request_id)
+        return TokenEvent(seq.request_id, error=error)
 
     def _fail_unsampled(self, plan: StepPlan, results: list[ChunkResult]
                         ) -> tuple[StepPlan, list[ChunkResult]]:
@@ -237,10 +259,7 @@ class Engine:
             if result.error is None:
                 kept.append((chunk, result))
                 continue
-            log.error("request %s failed: %s", chunk.seq.request_id, result.error)
-            self.scheduler.finish(chunk.seq, None)
-            self._forget(chunk.seq.request_id)
-            events.append(TokenEvent(chunk.seq.request_id, error=result.error))
+            events.append(self._fail(chunk.seq, result.error))
         self.publish(events)
         return dataclasses.replace(plan, chunks=tuple(c for c, _ in kept)), [r for _, r in kept]
 

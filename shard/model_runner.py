@@ -1,5 +1,5 @@
 """The only module that calls the model: turns a StepPlan into tensors, runs one forward,
-and picks the next tokens."""
+and picks the next tokens (within each constrained request's grammar)."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,9 @@ import torch
 
 from shard.kv_cache import KVCache
 from shard.models.llama import LlamaModel, PrefillSpan, StepInputs
-from shard.sampling import RowRequest, sample
+from shard.sampling import RowRequest, TokenMask, sample
 from shard.scheduler import Chunk, StepPlan
+from shard.token_masks import allowed_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +77,8 @@ class ModelRunner:
     # -- outputs -----------------------------------------------------------------------
     def _pick(self, chunks, logits, sample_rows, prompt_rows) -> list[ChunkResult]:
         sampling = [(c, r) for c, r in zip(chunks, sample_rows) if r is not None]
-        picked = iter(())
-        if sampling:
-            rows = [self._row_request(c) for c, _ in sampling]
-            selected = [r for _, r in sampling]
-            # Most steps sample every row: no copy of the [rows, vocab] matrix then.
-            chosen = logits if selected == list(range(logits.shape[0])) else logits[selected]
-            sampled = sample(chosen, rows, self.greedy)
-            errors = sampled.errors or [None] * len(rows)
-            picked = iter(zip(sampled.token_ids, sampled.logprobs, sampled.top_tokens, errors))
+        picked = iter(self._sample([c for c, _ in sampling], logits, [r for _, r in sampling])
+                      if sampling else ())
         results = []
         for chunk, row, (first, count) in zip(chunks, sample_rows, prompt_rows):
             prefill = self._prompt_logprobs(chunk, logits[first:first + count]) if (
@@ -95,6 +89,30 @@ class ModelRunner:
             token_id, logprob, top, error = next(picked)
             results.append(ChunkResult(token_id, logprob, tuple(top), prefill, error))
         return results
+
+    def _sample(self, chunks: list[Chunk], logits: torch.Tensor, selected: list[int]):
+        """Per sampling chunk: (token id, logprob, top tokens, error)."""
+        rows = [self._row_request(c) for c in chunks]
+        # Most steps sample every row: no copy of the [rows, vocab] matrix then. (A mask
+        # writes into these rows; no prompt logprob is read from a row that samples.)
+        chosen = logits if selected == list(range(logits.shape[0])) else logits[selected]
+        mask, grammar_errors = self._token_mask(chunks, chosen.shape[1])
+        sampled = sample(chosen, rows, self.greedy, mask)
+        errors = [g or e for g, e in zip(grammar_errors, sampled.errors or [None] * len(rows))]
+        return zip(sampled.token_ids, sampled.logprobs, sampled.top_tokens, errors)
+
+    def _token_mask(self, chunks: list[Chunk], width: int
+                    ) -> tuple[TokenMask | None, list[str | None]]:
+        """The grammars' mask over these rows (None when no row is constrained: no cost),
+        and per row the error of a grammar that broke computing it."""
+        errors: list[str | None] = [None] * len(chunks)
+        rows = [i for i, c in enumerate(chunks) if c.seq.constraint is not None]
+        if not rows:
+            return None, errors
+        allowed, row_errors = allowed_tokens([chunks[i].seq.constraint for i in rows], width)
+        for i, error in zip(rows, row_errors):
+            errors[i] = error
+        return TokenMask(rows, allowed), errors
 
     def _prompt_logprobs(self, chunk: Chunk, logits: torch.Tensor) -> tuple[float, ...]:
         """Logprob of each prompt token after position `start`, given what precedes it."""

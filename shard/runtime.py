@@ -1,6 +1,6 @@
 """Assembles a shard from its config: device and precision checks, model, KV cache,
-scheduler, runner and engine. Values decided here at startup (cache size, limits) go into
-a CacheBudget; the config itself is never changed."""
+scheduler, runner and engine, and the grammar compiler beside them. Values decided here at
+startup (cache size, limits) go into a CacheBudget; the config itself is never changed."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +13,7 @@ from tokenizers import Tokenizer
 from shard import loader
 from shard.config import ShardConfig
 from shard.engine import Engine, Publish
+from shard.grammar import GrammarCompiler
 from shard.kv_cache import CacheShape, KVCache
 from shard.metrics import ShardMetrics
 from shard.model_runner import ModelRunner
@@ -153,3 +154,9 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
              info.model_id, info.device, info.dtype, budget.num_slots, budget.max_total_tokens,
              budget.max_batch_total_tokens, budget.max_batch_prefill_tokens)
     return engine, info
+
+
+def build_grammar_compiler(engine: Engine, info: ShardInfo) -> GrammarCompiler:
+    """Grammars over the engine's tokenizer and EOS ids; cheap until the first grammar."""
+    return GrammarCompiler(info.model_dir / "tokenizer.json", engine.scheduler.eos_token_ids,
+                           engine.vocab_size)

@@ -39,6 +39,13 @@ class Sampled:
     errors: list[str | None] | None = None   # per row: why it could not sample (None: it did)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenMask:
+    """Rows of the logits whose grammar limits the next token."""
+    rows: list[int]
+    allowed: torch.Tensor            # [len(rows), vocab] bool: True where the row may go
+
+
 def greedy_pick(logits: torch.Tensor) -> tuple[list[int], list[float]]:
     """Per row: argmax and its log-softmax value, with no full log-softmax matrix."""
     logits = logits.float()
@@ -48,18 +55,20 @@ def greedy_pick(logits: torch.Tensor) -> tuple[list[int], list[float]]:
 
 
 def sample(logits: torch.Tensor, rows: list[RowRequest],
-           greedy: Callable[[torch.Tensor], tuple[list[int], list[float]]] = greedy_pick
-           ) -> Sampled:
+           greedy: Callable[[torch.Tensor], tuple[list[int], list[float]]] = greedy_pick,
+           mask: TokenMask | None = None) -> Sampled:
     """`greedy` picks when every row is plain greedy, the common case: the backend's
     (one fused pass with the CPU kernels). Given finite logits, a row whose own sampling
-    values leave nothing to choose fails alone (Sampled.errors)."""
+    values leave nothing to choose fails alone (Sampled.errors). `mask` rules tokens out
+    before anything else sees the logits; it writes -inf into `logits` itself."""
     if all(r.params.is_greedy and not _needs_processing(r.params) and not r.top_n_tokens
            for r in rows):
-        return Sampled(*greedy(logits), [[] for _ in rows])
+        return Sampled(*greedy(_apply_mask(logits, mask)), [[] for _ in rows])
     logits = logits.float()
     if not bool(torch.isfinite(logits).all()):
         # The model's fault, not a request's: the engine re-runs the step one request at a time.
         raise FloatingPointError("the model's logits are not finite")
+    logits = _apply_mask(logits, mask)
     picks = [_pick_row(logits[i], r) for i, r in enumerate(rows)]
     logprobs = torch.stack([row_logprobs for row_logprobs, _ in picks])
     token_ids = torch.stack([token_id for _, token_id in picks])
@@ -68,6 +77,17 @@ def sample(logits: torch.Tensor, rows: list[RowRequest],
     # of its own, and it catches a row that broke without raising too (all NaN, say).
     errors = [None if math.isfinite(logprob) else NO_CHOICE for logprob in chosen]
     return Sampled(token_ids.tolist(), chosen, _top_tokens(logprobs, rows), errors)
+
+
+def _apply_mask(logits: torch.Tensor, mask: TokenMask | None) -> torch.Tensor:
+    if mask is None:
+        return logits
+    ruled_out = mask.allowed.to(logits.device).logical_not()
+    if len(mask.rows) == logits.shape[0]:       # every row constrained: no gather
+        return logits.masked_fill_(ruled_out, -math.inf)
+    rows = torch.tensor(mask.rows, device=logits.device)
+    logits[rows] = logits[rows].masked_fill_(ruled_out, -math.inf)
+    return logits
 
 
 NO_CHOICE = "sampling failed: this request's sampling parameters left no token with a finite logprob"

@@ -58,6 +58,14 @@ class StoppingParams:
     ignore_eos_token: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class GrammarSpec:
+    """What the output must match: `kind` is "json_schema" (value: the schema as JSON text)
+    or "regex" (value: a pattern the whole output matches)."""
+    kind: str
+    value: str
+
+
 @dataclass(slots=True)
 class Sequence:
     request_id: str
@@ -66,6 +74,10 @@ class Sequence:
     stopping: StoppingParams = field(default_factory=StoppingParams)
     prefill_logprobs: bool = False
     top_n_tokens: int = 0
+    grammar: GrammarSpec | None = None
+    # The grammar compiled for this request (a grammar.Constraint, set before submit): the
+    # runner masks with it and the engine advances it. None: unconstrained.
+    constraint: object | None = None
     status: SequenceStatus = SequenceStatus.WAITING
     output_ids: list[int] = field(default_factory=list)
     slot: int = -1                   # KV cache row, -1 while unallocated

@@ -23,7 +23,8 @@ from shard import health, loader, wire
 from shard.config import ShardConfig
 from shard.engine import Engine, TokenEvent
 from shard.metrics import ShardMetrics, serve_metrics
-from shard.runtime import ShardInfo, build_engine
+from shard.grammar import GrammarCompiler, GrammarError
+from shard.runtime import ShardInfo, build_engine, build_grammar_compiler
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ class EventStreams:
 
 class ShardServicer(shard_pb2_grpc.ShardServicer):
     def __init__(self, engine: Engine, streams: EventStreams, info: ShardInfo,
-                 tokenizer_files: Mapping[str, bytes]):
-        self._engine, self._streams = engine, streams
+                 tokenizer_files: Mapping[str, bytes], grammars: GrammarCompiler):
+        self._engine, self._streams, self._grammars = engine, streams, grammars
         self._call_numbers = itertools.count()
         # Built once: neither answer changes while the shard runs.
         self._info = wire.info_response(info)
@@ -74,6 +75,11 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
                                 "input_ids and max_new_tokens must not be empty")
         if not seq.sampling.is_greedy and seq.sampling.seed is None:
             seq.sampling = dataclasses.replace(seq.sampling, seed=random.getrandbits(63))
+        if seq.grammar is not None:
+            try:   # compiled on the grammar threads: steps and other calls go on meanwhile
+                seq.constraint = await self._grammars.compile_off_loop(seq.grammar)
+            except GrammarError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         stream = self._streams.open(seq.request_id)
         finished = False
         try:
@@ -159,7 +165,9 @@ def serve(config: ShardConfig) -> None:
     streams = EventStreams(loop)
     # Loaded on this (the main) thread, which then runs the engine loop.
     engine, info = build_engine(config, streams.publish, ShardMetrics())
-    servicer = ShardServicer(engine, streams, info, loader.tokenizer_files(info.model_dir))
+    grammars = build_grammar_compiler(engine, info)
+    servicer = ShardServicer(engine, streams, info, loader.tokenizer_files(info.model_dir),
+                             grammars)
     grpc_thread = GrpcThread(f"{config.hostname}:{config.port}", servicer,
                              lambda: engine.is_alive, loop)
     port = grpc_thread.start()
@@ -172,3 +180,4 @@ def serve(config: ShardConfig) -> None:
         engine.run()
     finally:
         grpc_thread.stop()
+        grammars.close()

@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from protos import shard_pb2
 from shard.engine import Load, TokenEvent, TokenInfo
 from shard.runtime import ShardInfo
-from shard.sequence import SamplingParams, Sequence, StoppingParams
+from shard.sequence import GrammarSpec, SamplingParams, Sequence, StoppingParams
+
+_GRAMMAR_KINDS = {shard_pb2.GRAMMAR_TYPE_JSON_SCHEMA: "json_schema",
+                  shard_pb2.GRAMMAR_TYPE_REGEX: "regex"}
 
 
 def to_sequence(request: shard_pb2.GenerateRequest) -> Sequence:
@@ -24,7 +27,15 @@ def to_sequence(request: shard_pb2.GenerateRequest) -> Sequence:
     return Sequence(request_id=request.request_id, prompt_ids=list(request.input_ids),
                     sampling=sampling, stopping=stopping,
                     prefill_logprobs=request.prefill_logprobs,
-                    top_n_tokens=request.top_n_tokens)
+                    top_n_tokens=request.top_n_tokens, grammar=to_grammar(request.grammar))
+
+
+def to_grammar(grammar: shard_pb2.Grammar) -> GrammarSpec | None:
+    """None when unconstrained. A type this shard does not know keeps its number, for the
+    compiler to refuse."""
+    if grammar.type == shard_pb2.GRAMMAR_TYPE_NONE:
+        return None
+    return GrammarSpec(_GRAMMAR_KINDS.get(grammar.type, f"type {grammar.type}"), grammar.value)
 
 
 def _token(info: TokenInfo) -> shard_pb2.Token:

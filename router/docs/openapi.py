@@ -30,7 +30,11 @@ DESCRIPTIONS = {
     "details": "Return finish reason, token details and seed",
     "decoder_input_details": "Return the prompt tokens' logprobs (not when streaming)",
     "seed": "Random seed for sampling", "top_n_tokens": "Return this many most likely tokens at each step",
-    "grammar": "Not supported: refused with 422", "adapter_id": "Not supported: refused with 422",
+    "grammar": "Constrain the output to a JSON Schema (`json`, or its alias `json_object`: the schema or a "
+               "JSON string of one; `json_schema`: `{\"name\", \"schema\"}`) or a regular expression the "
+               "whole output matches (`regex`). Every token is masked by it, and the answer ends (eos_token) "
+               "once it is complete; an invalid or over-long one gets 422",
+    "adapter_id": "Not supported: refused with 422",
     # OpenAI's fields
     "model": "Any name: this server serves one model", "messages": "The conversation so far",
     "prompt": "A prompt, or several (one choice each)", "max_tokens": "Most tokens to generate per choice",
@@ -39,7 +43,11 @@ DESCRIPTIONS = {
     "stream": "Answer with server-sent events", "stream_options": "`include_usage`: a last chunk with usage",
     "logprobs": "Return the chosen tokens' logprobs (chat), or this many alternatives (completions)",
     "top_logprobs": "Alternatives per token (needs `logprobs`)", "tools": "Not supported: must be empty",
-    "response_format": "Only `{\"type\": \"text\"}`", "suffix": "Not supported: must be empty",
+    "response_format": "`text` (unconstrained), `json_object` (any JSON object) or `json_schema` (output "
+                       "that follows `json_schema.schema`; `strict` is accepted, and the output always "
+                       "follows the schema). Also TGI's grammar objects (`json`, `json_object` or `regex` "
+                       "with a `value`, as huggingface_hub sends them). An invalid schema gets 422",
+    "suffix": "Not supported: must be empty",
     "echo": "Not supported: must be false",
 }
 
@@ -48,6 +56,26 @@ EXAMPLES = {
     "chat": {"model": "tgi", "messages": [{"role": "user", "content": "What is deep learning?"}], "max_tokens": 20},
     "completion": {"model": "tgi", "prompt": "My name is Olivier and I", "max_tokens": 20},
 }
+
+# Any JSON value: the router takes a JSON Schema object or JSON text of one, and checks it
+# by compiling it (422 otherwise). The example keeps schemathesis's coverage phase from
+# drawing arbitrary nested JSON here, deep in a body, where CPython 3.11's parser (which
+# Hypothesis calls to describe its strategies) fails with a SystemError.
+_EXAMPLE_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+_SCHEMA = {"description": "A JSON Schema object, or a JSON string of one", "example": _EXAMPLE_SCHEMA}
+_NAMED_SCHEMA = {"type": "object", "required": ["schema"],
+                 "properties": {"name": nullable({"type": "string"}), "schema": _SCHEMA}}
+
+
+def _tagged(types: list[str], required: tuple[str, ...] = (), **properties: dict) -> dict:
+    """One variant of a grammar object: its `type` tag and its other fields."""
+    return {"type": "object", "required": ["type", *required],
+            "properties": {"type": {"type": "string", "enum": types}, **properties}}
+
+
+_GRAMMARS = [_tagged(["json", "json_object"], ("value",), value=_SCHEMA),
+             _tagged(["regex"], ("value",), value={"type": "string", "minLength": 1}),
+             _tagged(["json_schema"], ("value",), value=_NAMED_SCHEMA)]
 
 _CUSTOM_KINDS = {
     "messages": {"type": "array", "minItems": 1, "items": {
@@ -65,8 +93,13 @@ _CUSTOM_KINDS = {
     "tools": {"type": "array", "maxItems": 0},
     "empty_string": {"type": "string", "maxLength": 0},
     "false": {"type": "boolean", "enum": [False]},
-    "response_format": {"type": "object", "required": ["type"],
-                        "properties": {"type": {"type": "string", "enum": ["text"]}}},
+    "grammar": {"anyOf": _GRAMMARS, "example": {"type": "json", "value": _EXAMPLE_SCHEMA}},
+    # anyOf: a `value` (TGI's form) wins over `json_schema` when both are sent.
+    "response_format": {"anyOf": [
+        _tagged(["text"]), _tagged(["json_object"]),
+        _tagged(["json_schema"], ("json_schema",), json_schema={
+            **_NAMED_SCHEMA, "properties": {**_NAMED_SCHEMA["properties"], "strict": nullable({"type": "boolean"})}}),
+        *_GRAMMARS]},
 }
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from router.config import Limits
 from router.errors import ValidationError
-from router.schemas import GenerateParameters, convert, describe, shape_error
+from router.schemas import (GenerateParameters, Grammar, convert, describe, grammar_type,
+                            parse_grammar, schema_value, shape_error)
 from router.validation import RANGES as TGI_RANGES
 from router.validation import Range, limit_ranges
 
@@ -30,6 +31,7 @@ class OpenAIParameters:
     num_top_logprobs: int | None = None  # None: no logprobs; 0: the chosen tokens' only
     stream: bool = False
     include_usage: bool = False
+    grammar: Grammar | None = None  # from response_format
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +52,9 @@ _KINDS = {"max_tokens": "u32", "temperature": "f32", "top_p": "f32", "seed": "u6
 # Every body field each route reads, with its kind: schemas.convert's kinds, or the name of
 # a shape parsed by hand below. The OpenAPI document (router/openapi.py) is rendered from these.
 _SHARED_FIELDS = {"model": "any", **_KINDS, "max_completion_tokens": "u32", "stop": "stop",
-                  "stream_options": "stream_options"}
+                  "stream_options": "stream_options", "response_format": "response_format"}
 CHAT_FIELDS = {**_SHARED_FIELDS, "messages": "messages", "logprobs": "bool", "top_logprobs": "u32",
-               "tools": "tools", "response_format": "response_format"}
+               "tools": "tools"}
 COMPLETION_FIELDS = {**_SHARED_FIELDS, "prompt": "prompt", "logprobs": "u32", "suffix": "empty_string",
                      "echo": "false"}
 
@@ -80,9 +82,6 @@ def parse_chat(body: Any) -> ChatRequest:
     tools = body.get("tools")
     if tools is not None and _list("tools", tools):
         raise ValidationError("`tools` are not supported by this server")
-    response_format = body.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise ValidationError("`response_format` is not supported by this server: grammars are not implemented")
     return ChatRequest(messages, _parameters(body, (top_logprobs or 0) if logprobs else None))
 
 
@@ -108,7 +107,39 @@ def _parameters(body: dict[str, Any], num_top_logprobs: int | None) -> OpenAIPar
     values["stream"] = bool(values["stream"])
     options = convert("stream_options", body.get("stream_options"), "object") or {}
     values["include_usage"] = bool(convert("stream_options.include_usage", options.get("include_usage"), "bool"))
+    values["grammar"] = _response_format(body.get("response_format"))
     return OpenAIParameters(num_top_logprobs=num_top_logprobs, **values)
+
+
+# OpenAI's types, then the rest of TGI's GrammarType ones (TGI's chat takes a GrammarType here).
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema", "json", "regex")
+_ANY_OBJECT = '{"type":"object"}'
+
+
+def _response_format(raw: object) -> Grammar | None:
+    """OpenAI's `{"type": "text" | "json_object" | "json_schema", "json_schema": {...}}`, or
+    TGI's GrammarType with its `value`, which huggingface_hub sends for a json_schema
+    (`{"type": "json_object", "value": schema}`)."""
+    if raw is None:
+        return None
+    body = _object(raw, "response_format")
+    kind = grammar_type("response_format", body, RESPONSE_FORMAT_TYPES)
+    if kind == "text":
+        return None
+    if body.get("value") is not None or kind not in ("json_object", "json_schema"):
+        return parse_grammar("response_format", body, field="response_format")
+    if kind == "json_object":  # any JSON object
+        return Grammar("json_schema", _ANY_OBJECT, "response_format")
+    if body.get("json_schema") is None:
+        raise shape_error("response_format: missing field `json_schema`")
+    config = _object(body["json_schema"], "response_format.json_schema")
+    convert("response_format.json_schema.name", config.get("name"), "string")
+    # `strict`: the output always follows the schema, since every token is masked by it.
+    convert("response_format.json_schema.strict", config.get("strict"), "bool")
+    if config.get("schema") is None:
+        raise shape_error("response_format.json_schema: missing field `schema`")
+    return Grammar("json_schema", schema_value("response_format.json_schema.schema", config["schema"]),
+                   "response_format")
 
 
 def check_before_admission(params: OpenAIParameters, limits: Limits, *, num_prompts: int = 1,
@@ -133,7 +164,7 @@ def to_generate_parameters(params: OpenAIParameters) -> GenerateParameters:
         do_sample=not greedy, temperature=None if greedy else params.temperature,
         top_p=None if greedy or params.top_p == 1.0 else params.top_p,
         frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
-        max_new_tokens=params.max_tokens, stop=params.stop,
+        max_new_tokens=params.max_tokens, stop=params.stop, grammar=params.grammar,
         seed=params.seed, top_n_tokens=params.num_top_logprobs or None, details=True)
 
 

@@ -49,13 +49,15 @@ def assert_json_error(response: requests.Response, status: int, error_type: str)
     ({"truncate": 64}, "`truncate` must be strictly positive and less than 63. Given: 64"),
     ({"max_new_tokens": 60}, "`inputs` tokens + `max_new_tokens` must be <= 64. "
                              "Given: 5 `inputs` tokens and 60 `max_new_tokens`"),
-    ({"grammar": {"type": "json", "value": {"properties": {}}}}, "grammar is not supported"),
+    ({"grammar": {"type": "json", "value": {"type": "banana"}}}, "grammar is not valid: Invalid type: banana"),
     ({"adapter_id": "my-lora"}, "`adapter_id` is not supported: this server does not load LoRA adapters"),
     # The first failing check wins, in TGI's order.
     ({"temperature": 0, "top_p": 1.0, "top_k": 0}, "`temperature` must be strictly positive"),
     ({"best_of": 2, "temperature": 0}, "`temperature` must be strictly positive"),
     ({"top_k": 0, "max_new_tokens": 0}, "`top_k` must be strictly positive"),
     ({"stop": ["a"] * 5, "top_n_tokens": 9}, "`stop` supports up to 4 stop sequences. Given: 5"),
+    ({"max_new_tokens": 60, "grammar": {"type": "regex", "value": "("}},  # the grammar is checked last
+     "`inputs` tokens + `max_new_tokens` must be <= 64. Given: 5 `inputs` tokens and 60 `max_new_tokens`"),
 ])
 def test_parameter_messages(stack, parameters, message):
     response = post(stack, {"inputs": words(4), "parameters": parameters})
