@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from router.errors import TemplateError
@@ -25,10 +26,15 @@ class ChatTemplate:
     """Never fails to load: a model without a usable template still serves the native
     routes, and only chat requests get the template error."""
 
-    def __init__(self, template: jinja2.Template | None, special_tokens: dict[str, str], problem: str) -> None:
+    def __init__(self, template: jinja2.Template | None, special_tokens: dict[str, str], problem: str,
+                 source: str = "") -> None:
         self._template = template
         self._special_tokens = special_tokens
         self._problem = problem
+        # Whether the template shows `tools` itself, and renders assistant `tool_calls` and
+        # `tool` messages; where it does not, router/openai/tool_prompt.py does.
+        self.reads_tools = template is not None and "tools" in _variables(source)
+        self.reads_tool_calls = template is not None and "tool_calls" in source
 
     @classmethod
     async def load(cls, files: Mapping[str, bytes]) -> ChatTemplate:
@@ -43,17 +49,18 @@ class ChatTemplate:
         if source is None:
             return cls(None, special_tokens, "no chat template in the model's tokenizer files")
         try:
-            return cls(_environment().from_string(source), special_tokens, "")
+            return cls(_environment().from_string(source), special_tokens, "", source)
         except jinja2.TemplateError as exc:
             log.warning("the model's chat template does not compile: %s", exc)
             return cls(None, special_tokens, str(exc))
 
-    def render(self, messages: list[dict[str, Any]]) -> str:
-        """The prompt for `messages`, ending where the assistant's answer starts."""
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt for `messages`, ending where the assistant's answer starts; `tools` as
+        transformers passes them (`{"type": "function", "function": {...}}` each)."""
         if self._template is None:
             raise TemplateError(self._problem)
         try:
-            return self._template.render(messages=messages, add_generation_prompt=True, tools=None,
+            return self._template.render(messages=messages, add_generation_prompt=True, tools=tools,
                                          **self._special_tokens)
         except jinja2.TemplateError as exc:  # raise_exception() lands here too
             raise TemplateError(str(exc)) from exc
@@ -68,6 +75,11 @@ def _environment() -> ImmutableSandboxedEnvironment:
     environment.globals["raise_exception"] = _raise_exception
     environment.globals["strftime_now"] = lambda format: datetime.now().strftime(format)
     return environment
+
+
+def _variables(source: str) -> set[str]:
+    """The names the template reads from its context."""
+    return jinja2.meta.find_undeclared_variables(_environment().parse(source))
 
 
 def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None,

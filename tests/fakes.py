@@ -60,6 +60,8 @@ class Script:
     eos_after: int | None = None  # the token after this many is EOS
     queue_time_ns: int = 3_000_000
     end_early_after: int | None = None  # end the stream after this many tokens, with no final message
+    # The generated tokens' texts, one per message, then EOS; None: OUTPUT_WORDS, cycled.
+    output_texts: list[str] | None = None
 
 
 class FakeShard(shard_pb2_grpc.ShardServicer):
@@ -139,10 +141,13 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
                 return
 
     def _next_token(self, index: int, request, texts: list[str]):
-        if self.script.eos_after is not None and index == self.script.eos_after:
+        scripted = self.script.output_texts
+        if (self.script.eos_after is not None and index == self.script.eos_after) or (
+                scripted is not None and index == len(scripted)):
             return shard_pb2.Token(id=EOS_ID, text="</s>", special=True), shard_pb2.FINISH_REASON_EOS_TOKEN
         word = OUTPUT_WORDS[index % len(OUTPUT_WORDS)]
-        texts.append(" " + word)
+        token_text = " " + word if scripted is None else scripted[index]
+        texts.append(token_text)
         text = "".join(texts)
         if any(text.endswith(stop) for stop in request.stopping.stop_sequences):
             reason = shard_pb2.FINISH_REASON_STOP_SEQUENCE
@@ -150,7 +155,8 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
             reason = shard_pb2.FINISH_REASON_LENGTH
         else:
             reason = None
-        return shard_pb2.Token(id=VOCAB[word], text=" " + word, special=False), reason
+        token_id = VOCAB[word] if scripted is None else VOCAB["[UNK]"]
+        return shard_pb2.Token(id=token_id, text=token_text, special=False), reason
 
     @staticmethod
     def _top_tokens(count: int) -> list[shard_pb2.Token]:

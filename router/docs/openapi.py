@@ -42,7 +42,15 @@ DESCRIPTIONS = {
     "n": "Choices per prompt: only 1",
     "stream": "Answer with server-sent events", "stream_options": "`include_usage`: a last chunk with usage",
     "logprobs": "Return the chosen tokens' logprobs (chat), or this many alternatives (completions)",
-    "top_logprobs": "Alternatives per token (needs `logprobs`)", "tools": "Not supported: must be empty",
+    "top_logprobs": "Alternatives per token (needs `logprobs`)",
+    "tools": "Functions the model may call (`type` `function`; `function.name`, unique; `description`; "
+             "`parameters`, a JSON Schema of the arguments). They are shown to the model through its chat "
+             "template, or a default tool prompt. The answer is one call: its arguments always follow the "
+             "schema",
+    "tool_choice": "`auto` (the default with tools: a call, or a plain text answer), `required` (a call to "
+                   "one of `tools`), `none` (a text answer; tools are not shown), or "
+                   "`{\"type\": \"function\", \"function\": {\"name\": ...}}` (a call to that tool)",
+    "parallel_tool_calls": "Accepted; an answer holds at most one tool call",
     "response_format": "`text` (unconstrained), `json_object` (any JSON object) or `json_schema` (output "
                        "that follows `json_schema.schema`; `strict` is accepted, and the output always "
                        "follows the schema). Also TGI's grammar objects (`json`, `json_object` or `regex` "
@@ -74,13 +82,22 @@ def _tagged(types: list[str], required: tuple[str, ...] = (), **properties: dict
 
 
 _GRAMMARS = [_tagged(["json", "json_object"], ("value",), value=_SCHEMA),
-             _tagged(["regex"], ("value",), value={"type": "string", "minLength": 1}),
+             # No minLength: /tokenize takes the same parameters unchecked, as TGI's does; the
+             # generation routes refuse an empty regex with a 422 (validation).
+             _tagged(["regex"], ("value",), value={"type": "string"}),
              _tagged(["json_schema"], ("value",), value=_NAMED_SCHEMA)]
 
 _CUSTOM_KINDS = {
     "messages": {"type": "array", "minItems": 1, "items": {
         "type": "object", "required": ["role"], "properties": {
             "role": {"type": "string"},
+            "tool_call_id": nullable({"type": "string"}),
+            "tool_calls": nullable({"type": "array", "items": {
+                "type": "object", "required": ["function"], "properties": {
+                    "id": nullable({"type": "string"}), "type": nullable({"type": "string"}),
+                    "function": {"type": "object", "required": ["name"], "properties": {
+                        "name": {"type": "string"},
+                        "arguments": nullable({"oneOf": [{"type": "string"}, {"type": "object"}]})}}}}}),
             "content": nullable({"oneOf": [{"type": "string"}, {"type": "array", "items": {
                 "type": "object", "required": ["type"],
                 "properties": {"type": {"type": "string", "enum": ["text"]},
@@ -90,7 +107,15 @@ _CUSTOM_KINDS = {
                          {"type": "array", "items": {"type": "string", "minLength": 1}}]},
     "stream_options": {"type": "object", "properties": {"include_usage": nullable({"type": "boolean"})}},
     "any": {},
-    "tools": {"type": "array", "maxItems": 0},
+    "tools": {"type": "array", "items": {"type": "object", "required": ["function"], "properties": {
+        "type": nullable({"type": "string", "enum": ["function"]}),
+        "function": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "minLength": 1}, "description": nullable({"type": "string"}),
+            "parameters": nullable({**_SCHEMA, "type": "object"}), "strict": nullable({"type": "boolean"})}}}}},
+    "tool_choice": {"oneOf": [{"type": "string", "enum": ["none", "auto", "required"]}, {
+        "type": "object", "required": ["function"], "properties": {
+            "type": nullable({"type": "string", "enum": ["function"]}),
+            "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}]},
     "empty_string": {"type": "string", "maxLength": 0},
     "false": {"type": "boolean", "enum": [False]},
     "grammar": {"anyOf": _GRAMMARS, "example": {"type": "json", "value": _EXAMPLE_SCHEMA}},

@@ -79,7 +79,11 @@ def _openai_schemas() -> dict[str, dict]:
     common = {"id": _STR, "object": _STR, "created": _INT, "model": _STR, "system_fingerprint": _STR}
     usage = nullable(_object({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT}))
     choice = {"index": _INT, "logprobs": nullable({"type": "object"}), "finish_reason": nullable(_STR)}
-    message = _object({"role": _STR, "content": _STR})
+    # A tool call's message has `content` null; a delta holds only what it adds.
+    function = {"type": "object", "properties": {"name": _STR, "arguments": _STR}}
+    call = {"type": "object", "properties": {"index": _INT, "id": _STR, "type": _STR, "function": function}}
+    message = _object({"role": _STR, "content": nullable(_STR), "tool_calls": {"type": "array", "items": call}},
+                      required=("role",))
 
     def answer(choice_properties: dict, description: str) -> dict:
         choices = {"type": "array", "items": _object({**choice, **choice_properties})}

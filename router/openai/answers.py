@@ -33,6 +33,16 @@ class ChatFormat:
                 "finish_reason": finish_reason}
 
     @staticmethod
+    def delta_choice(index: int, delta: dict, finish_reason: str | None, logprobs: dict | None) -> dict:
+        """A chunk's choice with any delta (a tool call's, router/openai/tool_stream.py)."""
+        return {"index": index, "delta": {"role": "assistant", **delta}, "logprobs": logprobs,
+                "finish_reason": finish_reason}
+
+    @staticmethod
+    def message_choice(index: int, message: dict, finish_reason: str, logprobs: dict | None) -> dict:
+        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
+
+    @staticmethod
     def chunk_extras(token: Token, text: str) -> dict:
         return {}
 

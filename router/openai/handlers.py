@@ -10,14 +10,17 @@ import time
 
 from aiohttp import web
 
+from router.chat_template import ChatTemplate
 from router.errors import RouterError
 from router.inference import Timing
 from router.json_body import dumps
 from router.lifecycle import count_request, read_json, record_success, send_stream, timing_headers, validate, version
 from router.openai.answers import Answer, ChatFormat, CompletionFormat, Format, finish_reason, models_json, usage_json
-from router.openai.schemas import (OpenAIParameters, check_before_admission, parse_chat, parse_completion,
+from router.openai.schemas import (ChatRequest, OpenAIParameters, check_before_admission, parse_chat, parse_completion,
                                    to_generate_parameters)
 from router.openai.stream import send_choices
+from router.openai.tool_prompt import prompt_inputs
+from router.openai.tool_stream import ToolCallOutput
 from router.schemas import GenerateRequest
 from router.sse import EventStream
 from router.state import REQUEST_ID, STATE
@@ -32,12 +35,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         chat = parse_chat(await read_json(request))
         check_before_admission(chat.parameters, state.limits)
         with state.admission.admit(1):
-            prompt = await asyncio.to_thread(state.chat_template.render, list(chat.messages))
+            prompt = await asyncio.to_thread(_render, state.chat_template, chat)
             # The template wrote the special tokens already: no BOS on top (as TGI).
             generate_request = GenerateRequest(prompt, to_generate_parameters(chat.parameters),
                                                add_special_tokens=False)
             valid = await validate(state, generate_request, timing)
-            return await _answer(request, ChatFormat, chat.parameters, [valid], timing)
+            tool_outputs = None if chat.tools is None else [ToolCallOutput()]
+            return await _answer(request, ChatFormat, chat.parameters, [valid], timing, tool_outputs)
+
+
+def _render(template: ChatTemplate, chat: ChatRequest) -> str:
+    """The prompt, tools and earlier calls included (in a worker thread: it grows with them)."""
+    return template.render(*prompt_inputs(template, list(chat.messages), chat.tools))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -60,15 +69,16 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def _answer(request: web.Request, output_format: type[Format], params: OpenAIParameters, valids: list[ValidRequest],
-                  timing: Timing) -> web.StreamResponse:
+                  timing: Timing, tool_outputs: list[ToolCallOutput] | None = None) -> web.StreamResponse:
+    """`tool_outputs`: one per choice, when the answer may call a tool."""
     answer = Answer.start(output_format, request.app[STATE].model_id, version())
     if params.stream:
-        return await _answer_sse(request, answer, params, valids, timing)
-    return await _answer_json(request, answer, params, valids, timing)
+        return await _answer_sse(request, answer, params, valids, timing, tool_outputs)
+    return await _answer_json(request, answer, params, valids, timing, tool_outputs)
 
 
 async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParameters, valids: list[ValidRequest],
-                       timing: Timing) -> web.Response:
+                       timing: Timing, tool_outputs: list[ToolCallOutput] | None) -> web.Response:
     state = request.app[STATE]
     generations = await state.inference.generate_each(valids, request[REQUEST_ID], timing)
     timing.mark_end()
@@ -78,7 +88,13 @@ async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParam
         if params.num_top_logprobs is not None:
             logprobs = answer.format.logprobs(generation.tokens, generation.top_tokens, 0)
         text = cut_at_stop(generation.finished.text, valid.parameters.stop)
-        choices.append(answer.format.choice(index, text, finish_reason(generation.finished), logprobs))
+        if tool_outputs is None:
+            choices.append(answer.format.choice(index, text, finish_reason(generation.finished), logprobs))
+        else:
+            output = tool_outputs[index]
+            message = output.message(text)  # first: it reads the call, which the finish reason needs
+            choices.append(ChatFormat.message_choice(index, message, output.finish_reason(generation.finished),
+                                                     logprobs))
     num_prompt_tokens = sum(valid.input_length for valid in valids)
     num_generated = sum(generation.finished.generated_tokens for generation in generations)
     record_success(state.metrics, request, timing, num_prompt_tokens, num_generated,
@@ -91,14 +107,14 @@ async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParam
 
 
 async def _answer_sse(request: web.Request, answer: Answer, params: OpenAIParameters, valids: list[ValidRequest],
-                      timing: Timing) -> web.StreamResponse:
+                      timing: Timing, tool_outputs: list[ToolCallOutput] | None) -> web.StreamResponse:
     state = request.app[STATE]
     with state.inference.lease(valids, request[REQUEST_ID], timing) as run:  # 424 or 429 before any header
         stream = EventStream({"x-compute-type": state.config.compute_type,
                               "x-compute-characters": str(sum(len(valid.inputs) for valid in valids))})
 
         async def send_tokens() -> None:
-            ends = await send_choices(request, stream, answer, params, run)
+            ends = await send_choices(request, stream, answer, params, run, tool_outputs)
             timing.mark_end()
             record_success(state.metrics, request, timing, sum(valid.input_length for valid in valids),
                            sum(end.generated_tokens for end in ends), ends[0].finish_reason)

@@ -5,11 +5,14 @@ are checked here; ranges and limits in check_before_admission and validation.py.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from router.config import Limits
 from router.errors import ValidationError
+from router.openai.tool_prompt import check_tool_fields
+from router.openai.tools import Tools, parse_tools
 from router.schemas import (GenerateParameters, Grammar, convert, describe, grammar_type,
                             parse_grammar, schema_value, shape_error)
 from router.validation import RANGES as TGI_RANGES
@@ -37,7 +40,8 @@ class OpenAIParameters:
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     messages: tuple[dict[str, Any], ...]  # as the client sent them, with `content` a string
-    parameters: OpenAIParameters
+    parameters: OpenAIParameters  # with the tools' grammar, when the answer may call one
+    tools: Tools | None = None  # None: the answer is text (no tools, or tool_choice "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ _KINDS = {"max_tokens": "u32", "temperature": "f32", "top_p": "f32", "seed": "u6
 _SHARED_FIELDS = {"model": "any", **_KINDS, "max_completion_tokens": "u32", "stop": "stop",
                   "stream_options": "stream_options", "response_format": "response_format"}
 CHAT_FIELDS = {**_SHARED_FIELDS, "messages": "messages", "logprobs": "bool", "top_logprobs": "u32",
-               "tools": "tools"}
+               "tools": "tools", "tool_choice": "tool_choice", "parallel_tool_calls": "bool"}
 COMPLETION_FIELDS = {**_SHARED_FIELDS, "prompt": "prompt", "logprobs": "u32", "suffix": "empty_string",
                      "echo": "false"}
 
@@ -79,10 +83,14 @@ def parse_chat(body: Any) -> ChatRequest:
     top_logprobs = convert("top_logprobs", body.get("top_logprobs"), "u32")
     if top_logprobs and not logprobs:
         raise ValidationError("`top_logprobs` needs `logprobs` set to true")
-    tools = body.get("tools")
-    if tools is not None and _list("tools", tools):
-        raise ValidationError("`tools` are not supported by this server")
-    return ChatRequest(messages, _parameters(body, (top_logprobs or 0) if logprobs else None))
+    parameters = _parameters(body, (top_logprobs or 0) if logprobs else None)
+    tools = parse_tools(body)
+    if tools is None:
+        return ChatRequest(messages, parameters)
+    if parameters.grammar is not None:
+        raise ValidationError("`response_format` cannot be used with `tools`: a tool call's grammar is its "
+                              "parameters schema (use tool_choice `none` for a response_format)")
+    return ChatRequest(messages, dataclasses.replace(parameters, grammar=tools.grammar()), tools)
 
 
 def parse_completion(body: Any) -> CompletionRequest:
@@ -173,7 +181,7 @@ def _message(path: str, message: Any) -> dict[str, Any]:
     if message.get("role") is None:
         raise shape_error(f"{path}: missing field `role`")
     convert(f"{path}.role", message["role"], "string")
-    return {**message, "content": _content(f"{path}.content", message.get("content"))}
+    return check_tool_fields(path, {**message, "content": _content(f"{path}.content", message.get("content"))})
 
 
 def _content(path: str, content: Any) -> str:

@@ -1,0 +1,116 @@
+"""Tool calling on the real stack (router + shard + SmolLM2), through the clients people use,
+unchanged: the openai SDK, whole and streamed (its stream helper reassembles the call), a
+two-turn agent loop (a call, its result sent back as a `tool` message, then a text
+answer), and huggingface_hub's chat_completion. Every call's arguments must parse and
+validate against the tool's parameters (jsonschema). Strings are bounded so that even a
+small model's call completes well within max_tokens."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import openai
+import pytest
+from huggingface_hub import InferenceClient
+
+MAX_TOKENS = 200
+WEATHER_PARAMETERS = {"type": "object", "required": ["city", "unit"], "additionalProperties": False, "properties": {
+    "city": {"type": "string", "maxLength": 30}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city",
+                                      "parameters": WEATHER_PARAMETERS}},
+    {"type": "function", "function": {"name": "get_time", "description": "The current time in a time zone",
+                                      "parameters": {"type": "object", "required": ["zone"], "properties": {
+                                          "zone": {"type": "string", "maxLength": 20}}}}},
+]
+SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
+QUESTION = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+@pytest.fixture(scope="module")
+def sdk(stack_url) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack_url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def hub(stack_url) -> InferenceClient:
+    return InferenceClient(stack_url)
+
+
+def check_call(name: str, arguments: str | dict, allowed: tuple[str, ...] = tuple(SCHEMAS)) -> dict:
+    assert name in allowed
+    value = json.loads(arguments) if isinstance(arguments, str) else arguments
+    jsonschema.validate(value, SCHEMAS[name])
+    return value
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_openai_sdk_tool_call(sdk, tool_choice):
+    completion = sdk.chat.completions.create(model="tgi", messages=QUESTION, tools=TOOLS, tool_choice=tool_choice,
+                                             max_tokens=MAX_TOKENS, temperature=0)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.type == "function"
+    allowed = tuple(SCHEMAS) if tool_choice == "required" else ("get_weather",)
+    check_call(call.function.name, call.function.arguments, allowed)
+    assert completion.usage.completion_tokens > 0
+
+
+def test_openai_sdk_streamed_tool_call(sdk):
+    chunks = list(sdk.chat.completions.create(model="tgi", messages=QUESTION, tools=TOOLS, tool_choice="required",
+                                              max_tokens=MAX_TOKENS, temperature=0, stream=True,
+                                              stream_options={"include_usage": True}))
+    deltas = [call for chunk in chunks for choice in chunk.choices for call in choice.delta.tool_calls or []]
+    assert deltas[0].id.startswith("call_") and deltas[0].function.name in SCHEMAS
+    arguments = "".join(delta.function.arguments or "" for delta in deltas)
+    check_call(deltas[0].function.name, arguments)
+    assert [choice.finish_reason for chunk in chunks for choice in chunk.choices][-1] == "tool_calls"
+    assert chunks[-1].usage.completion_tokens > 0
+    # The SDK's stream helper reassembles the same call.
+    with sdk.chat.completions.stream(model="tgi", messages=QUESTION, tools=TOOLS, tool_choice="required",
+                                     max_tokens=MAX_TOKENS, temperature=0) as stream:
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert (call.function.name, call.function.arguments) == (deltas[0].function.name, arguments)
+
+
+@pytest.mark.parametrize("final_choice", ["none", "auto"])
+def test_two_turn_agent_loop(sdk, final_choice):
+    first = sdk.chat.completions.create(model="tgi", messages=QUESTION, tools=TOOLS,
+                                        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                        max_tokens=MAX_TOKENS, temperature=0)
+    [call] = first.choices[0].message.tool_calls
+    check_call(call.function.name, call.function.arguments)
+    messages = [*QUESTION, first.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "sky": "sunny"})}]
+    second = sdk.chat.completions.create(model="tgi", messages=messages, tools=TOOLS, tool_choice=final_choice,
+                                         max_tokens=MAX_TOKENS, temperature=0)
+    choice = second.choices[0]
+    if choice.message.tool_calls:  # auto may call again; the call must still be a valid one
+        assert final_choice == "auto" and choice.finish_reason == "tool_calls"
+        check_call(choice.message.tool_calls[0].function.name, choice.message.tool_calls[0].function.arguments)
+    else:
+        assert choice.finish_reason in ("stop", "length") and choice.message.content
+
+
+def test_auto_streams_text_or_a_call(sdk):
+    chunks = list(sdk.chat.completions.create(model="tgi", messages=[{"role": "user", "content": "Say hello."}],
+                                              tools=TOOLS, tool_choice="auto", max_tokens=MAX_TOKENS,
+                                              temperature=0, stream=True))
+    deltas = [choice.delta for chunk in chunks for choice in chunk.choices]
+    calls = [call for delta in deltas for call in delta.tool_calls or []]
+    if calls:
+        check_call(calls[0].function.name, "".join(call.function.arguments or "" for call in calls))
+    else:
+        assert "".join(delta.content or "" for delta in deltas)
+
+
+def test_huggingface_hub_chat_completion_with_tools(hub):
+    output = hub.chat_completion(messages=QUESTION, tools=TOOLS, tool_choice="required", max_tokens=MAX_TOKENS,
+                                 temperature=0)
+    choice = output.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    check_call(call.function.name, call.function.arguments)
