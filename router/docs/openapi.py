@@ -3,61 +3,17 @@ from the definitions the router validates with: the parsers' field tables (which
 exist and their JSON kinds: schemas.PARAMETER_KINDS, openai_schemas.CHAT_FIELDS and
 COMPLETION_FIELDS) and the checks' ranges (validation.RANGES, limit_ranges(limits),
 openai_schemas.RANGES), with this router's limits filled in. Only the prose is written
-here, and a field without prose breaks the document (and its tests), so no field can go
-undocumented."""
+by hand (field_descriptions.py), and a field without prose breaks the document (and its
+tests), so no field can go undocumented."""
 
 from __future__ import annotations
 
-from router.openai import schemas as openai_schemas
 from router.config import Limits, RouterConfig
+from router.openai import schemas as openai_schemas
+from router.docs.field_descriptions import DESCRIPTIONS
 from router.docs.response_schemas import nullable, ref, response_schemas, sse_event
 from router.schemas import INT_BOUNDS, PARAMETER_KINDS
 from router.validation import RANGES, UNSUPPORTED, Range, limit_ranges
-
-DESCRIPTIONS = {
-    # TGI's parameters
-    "best_of": "Generate this many sequences and return the one with the highest mean token logprob "
-               "(needs sampling; not when streaming)",
-    "temperature": "Sampling temperature", "repetition_penalty": "Penalty for repeated tokens (1.0: none)",
-    "frequency_penalty": "Penalty growing with each token's count so far",
-    "presence_penalty": "Penalty for any token already generated (OpenAI's meaning)",
-    "top_k": "Sample from the k most likely tokens", "top_p": "Nucleus sampling: the smallest set of tokens "
-    "whose probabilities add up to top_p", "typical_p": "Typical decoding mass",
-    "do_sample": "Sample instead of greedy decoding (default true when `parameters` is absent)",
-    "max_new_tokens": "Most tokens to generate (default: the rest of the context)",
-    "return_full_text": "Prepend the prompt to the generated text", "stop": "Stop before any of these strings",
-    "truncate": "Keep only this many prompt tokens (from the end)", "watermark": "Accepted and ignored",
-    "details": "Return finish reason, token details and seed",
-    "decoder_input_details": "Return the prompt tokens' logprobs (not when streaming)",
-    "seed": "Random seed for sampling", "top_n_tokens": "Return this many most likely tokens at each step",
-    "grammar": "Constrain the output to a JSON Schema (`json`, or its alias `json_object`: the schema or a "
-               "JSON string of one; `json_schema`: `{\"name\", \"schema\"}`) or a regular expression the "
-               "whole output matches (`regex`). Every token is masked by it, and the answer ends (eos_token) "
-               "once it is complete; an invalid or over-long one gets 422",
-    "adapter_id": "Not supported: refused with 422",
-    # OpenAI's fields
-    "model": "Any name: this server serves one model", "messages": "The conversation so far",
-    "prompt": "A prompt, or several (one choice each)", "max_tokens": "Most tokens to generate per choice",
-    "max_completion_tokens": "The newer name of `max_tokens`, used when that is absent",
-    "n": "Choices per prompt: only 1",
-    "stream": "Answer with server-sent events", "stream_options": "`include_usage`: a last chunk with usage",
-    "logprobs": "Return the chosen tokens' logprobs (chat), or this many alternatives (completions)",
-    "top_logprobs": "Alternatives per token (needs `logprobs`)",
-    "tools": "Functions the model may call (`type` `function`; `function.name`, unique; `description`; "
-             "`parameters`, a JSON Schema of the arguments). They are shown to the model through its chat "
-             "template, or a default tool prompt. The answer is one call: its arguments always follow the "
-             "schema",
-    "tool_choice": "`auto` (the default with tools: a call, or a plain text answer), `required` (a call to "
-                   "one of `tools`), `none` (a text answer; tools are not shown), or "
-                   "`{\"type\": \"function\", \"function\": {\"name\": ...}}` (a call to that tool)",
-    "parallel_tool_calls": "Accepted; an answer holds at most one tool call",
-    "response_format": "`text` (unconstrained), `json_object` (any JSON object) or `json_schema` (output "
-                       "that follows `json_schema.schema`; `strict` is accepted, and the output always "
-                       "follows the schema). Also TGI's grammar objects (`json`, `json_object` or `regex` "
-                       "with a `value`, as huggingface_hub sends them). An invalid schema gets 422",
-    "suffix": "Not supported: must be empty",
-    "echo": "Not supported: must be false",
-}
 
 EXAMPLES = {
     "generate": {"inputs": "My name is Olivier and I", "parameters": {"max_new_tokens": 20, "details": True}},
