@@ -10,6 +10,7 @@ import json
 
 import llguidance
 
+from protos.json_layout import JSON_LAYOUT
 from router.errors import ValidationError
 from router.json_body import dumps
 from router.schemas import Grammar, describe
@@ -24,6 +25,9 @@ def check_grammar(grammar: Grammar, max_length: int) -> Grammar:
         _check_length(grammar, grammar.value, max_length)
         compiled = llguidance.LLMatcher.grammar_from_regex(grammar.value)
         text = grammar.value
+    elif grammar.kind == "lark":
+        text = _lark_text(grammar, max_length)
+        compiled = llguidance.LLMatcher.grammar_from_lark(text)
     else:
         text = _schema_text(grammar, max_length)
         compiled = llguidance.LLMatcher.grammar_from_json_schema(text)
@@ -31,6 +35,23 @@ def check_grammar(grammar: Grammar, max_length: int) -> Grammar:
     if error:
         raise _invalid(grammar, _reason(error))
     return dataclasses.replace(grammar, value=text)
+
+
+def _lark_text(grammar: Grammar, max_length: int) -> str:
+    """A Lark grammar the router made: its rules as (name, body) pairs, a body a rule's
+    Lark text or a JSON Schema, which becomes a %json rule laid out as the shard lays out
+    JSON Schema grammars."""
+    if isinstance(grammar.value, str):
+        return grammar.value
+    lines = []
+    for name, body in grammar.value:
+        if isinstance(body, dict):
+            schema = dataclasses.replace(grammar, value={"x-guidance": JSON_LAYOUT, **body})
+            body = "%json " + _schema_text(schema, max_length)
+        lines.append(f"{name}: {body}")
+    text = "\n".join(lines)
+    _check_length(grammar, text, max_length)
+    return text
 
 
 def _schema_text(grammar: Grammar, max_length: int) -> str:

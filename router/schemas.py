@@ -22,13 +22,14 @@ GRAMMAR_TYPES = ("json", "json_object", "regex", "json_schema")
 
 @dataclass(frozen=True, slots=True)
 class Grammar:
-    """What the output must match: kind "json_schema" (a JSON Schema) or "regex". A schema's
-    `value` is what the client sent (an object, or JSON text of one) until validation makes
-    it the JSON text the shard receives (grammar.check_grammar). `field` names the request
-    field it came from, for messages."""
+    """What the output must match: kind "json_schema" (a JSON Schema), "regex", or "lark"
+    (made by the router only, for tool calls). A schema's `value` is what the client sent
+    (an object, or JSON text of one), and a Lark grammar's its rules as (name, Lark text or
+    JSON Schema) pairs, until validation makes it the text the shard receives
+    (grammar.check_grammar). `field` names the request field it came from, for messages."""
 
     kind: str
-    value: str | dict[str, Any]
+    value: str | dict[str, Any] | tuple[tuple[str, str | dict[str, Any]], ...]
     field: str = "grammar"
 
 

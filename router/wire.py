@@ -13,7 +13,8 @@ import grpc
 from protos import shard_pb2, shard_pb2_grpc
 from router.schemas import GenerateParameters, Grammar
 
-_GRAMMAR_TYPES = {"json_schema": shard_pb2.GRAMMAR_TYPE_JSON_SCHEMA, "regex": shard_pb2.GRAMMAR_TYPE_REGEX}
+_GRAMMAR_TYPES = {"json_schema": shard_pb2.GRAMMAR_TYPE_JSON_SCHEMA, "regex": shard_pb2.GRAMMAR_TYPE_REGEX,
+                  "lark": shard_pb2.GRAMMAR_TYPE_LARK}
 
 _FINISH_REASONS = {
     shard_pb2.FINISH_REASON_LENGTH: "length",

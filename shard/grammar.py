@@ -22,13 +22,10 @@ import llguidance
 import numpy
 from tokenizers import Tokenizer
 
+from protos.json_layout import JSON_LAYOUT
 from shard.sequence import GrammarSpec
 
 MAX_CACHED_GRAMMARS = 64
-# JSON laid out as json.dumps does, whitespace nowhere else: with llguidance's default (any
-# whitespace between tokens) a model can pad forever and never close the object. A schema
-# may still ask otherwise, through its "x-guidance" options.
-JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 # Two compiles at once: a huge schema does not hold up everyone else's small ones.
 NUM_COMPILE_THREADS = 2
 COMPILE_NICENESS = 10            # added to the engine's
@@ -160,4 +157,6 @@ def _to_llguidance(spec: GrammarSpec) -> str:
         return llguidance.LLMatcher.grammar_from_json_schema(value, defaults=layout)
     if spec.kind == "regex":
         return llguidance.LLMatcher.grammar_from_regex(spec.value)
+    if spec.kind == "lark":
+        return llguidance.LLMatcher.grammar_from_lark(spec.value)
     raise ValueError(f"unsupported grammar type: {spec.kind}")

@@ -10,7 +10,8 @@ from shard.runtime import ShardInfo
 from shard.sequence import GrammarSpec, SamplingParams, Sequence, StoppingParams
 
 _GRAMMAR_KINDS = {shard_pb2.GRAMMAR_TYPE_JSON_SCHEMA: "json_schema",
-                  shard_pb2.GRAMMAR_TYPE_REGEX: "regex"}
+                  shard_pb2.GRAMMAR_TYPE_REGEX: "regex",
+                  shard_pb2.GRAMMAR_TYPE_LARK: "lark"}
 
 
 def to_sequence(request: shard_pb2.GenerateRequest) -> Sequence:

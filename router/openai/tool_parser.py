@@ -1,9 +1,9 @@
-"""Reading a tool call while it is generated: text of `{"name": "...", "arguments": {...}}`
-comes in, in pieces cut anywhere, and events come out as soon as they are known: the
-name once, then the arguments object's raw text in fragments (the final `}` of the outer
-object is not theirs). For the `no_tool` answer, whose arguments are `{"content": "..."}`,
-the content string comes out decoded instead. Each character is looked at once, so the
-cost of a whole answer grows linearly with it."""
+"""Reading tool calls while they are generated: text of `{"name": "...", "arguments": {...}}`
+objects, one per line, comes in, in pieces cut anywhere, and events come out as soon as
+they are known: each call's name once, then its arguments object's raw text in fragments
+(the final `}` of the outer object is not theirs). For the `no_tool` answer, whose
+arguments are `{"content": "..."}`, the content string comes out decoded instead. Each
+character is looked at once, so the cost of a whole answer grows linearly with it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ NO_TOOL = "no_tool"  # the pseudo-tool whose `content` is a plain text answer (t
 # Everything before the arguments object, up to its first character. The grammar puts
 # `name` first; a name is short, so matching this on the text so far is cheap.
 _HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*(?=\S)')
+# The same after a call: the end of that call's object first.
+_NEXT_HEAD = re.compile(r'\s*\}' + _HEAD.pattern)
 _CONTENT_HEAD = re.compile(r'\{\s*"content"\s*:\s*"')
 _HEAD_LIMIT = 4096  # past this without a match, the text is no tool call
 
@@ -24,14 +26,20 @@ _HEAD_LIMIT = 4096  # past this without a match, the text is no tool call
 class Event:
     kind: str  # "name", "arguments" (a raw fragment) or "content" (decoded text)
     text: str
+    index: int = 0  # which tool call a name or fragment belongs to
+
+
+@dataclass(slots=True)
+class Call:
+    name: str
+    arguments: str = ""  # the raw arguments text so far
+    complete: bool = False  # the arguments object has closed
 
 
 class ToolCallParser:
     def __init__(self) -> None:
-        self.name: str | None = None
-        self.arguments = ""  # the raw arguments text so far
-        self.complete = False  # the arguments object has closed
-        self._head = ""  # text before the arguments, until _HEAD matches
+        self.calls: list[Call] = []  # in order, no_tool's too
+        self._head = ""  # text before a call's arguments, until _HEAD matches
         self._depth = 0
         self._in_string = False
         self._escaped = False
@@ -39,51 +47,74 @@ class ToolCallParser:
         self._content = _ContentDecoder()
 
     @property
+    def tool_calls(self) -> list[Call]:
+        return [call for call in self.calls if call.name != NO_TOOL]
+
+    @property
     def called_tool(self) -> bool:
-        return self.name is not None and self.name != NO_TOOL
+        return bool(self.tool_calls)
+
+    @property
+    def complete(self) -> bool:
+        """The last call has closed (and so have all before it)."""
+        return bool(self.calls) and self.calls[-1].complete
 
     def feed(self, text: str) -> list[Event]:
-        if self._plain:
-            return [Event("content", text)] if text else []
-        if self.name is None:
-            return self._feed_head(text)
-        return self._feed_arguments(text)
+        events: list[Event] = []
+        while text:
+            if self._plain:
+                events.append(Event("content", text))
+                break
+            if self.calls and not self.calls[-1].complete:
+                text = self._feed_arguments(self.calls[-1], text, events)
+            else:
+                text = self._feed_head(text, events)
+        return events
 
     def finish(self) -> list[Event]:
-        """The end of the text: a head that never matched is the answer as it is."""
-        if self.name is None and self._head:
-            head, self._head = self._head, ""
+        """The end of the text: a head that never matched is the answer as it is (what
+        follows calls, as the grammar makes it, is the last one's `}`, which is nobody's)."""
+        head, self._head = self._head, ""
+        if head and not (self.calls and head.strip() in ("", "}")):
             return [Event("content", head)]
         return []
 
-    def _feed_head(self, text: str) -> list[Event]:
+    def _feed_head(self, text: str, events: list[Event]) -> str:
+        """Reads up to a call's arguments; returns the text after that."""
         self._head += text
-        match = _HEAD.match(self._head)
+        match = (_NEXT_HEAD if self.calls else _HEAD).match(self._head)
         if match is None:
             if len(self._head) > _HEAD_LIMIT:
                 self._plain = True
                 head, self._head = self._head, ""
-                return [Event("content", head)]
-            return []
+                events.append(Event("content", head))
+            return ""
         try:
-            self.name = json.loads(match.group(1))
+            name = json.loads(match.group(1))
         except ValueError:  # an unfinished escape cannot match; any other is not a name
-            self.name = match.group(1)
+            name = match.group(1)
+        self.calls.append(Call(name))
+        self._content = _ContentDecoder()
+        if name != NO_TOOL:
+            events.append(Event("name", name, len(self.tool_calls) - 1))
         rest, self._head = self._head[match.end():], ""
-        return [Event("name", self.name), *self._feed_arguments(rest)]
+        return rest
 
-    def _feed_arguments(self, text: str) -> list[Event]:
-        if self.complete or not text:
-            return []
+    def _feed_arguments(self, call: Call, text: str, events: list[Event]) -> str:
+        """Reads the call's arguments; returns the text after them."""
         taken = self._scan(text)
-        self.arguments += taken
-        if self.name == NO_TOOL:
-            decoded = self._content.feed(self.arguments, final=self.complete)
-            return [Event("content", decoded)] if decoded else []
-        return [Event("arguments", taken)] if taken else []
+        call.arguments += taken
+        if call.name == NO_TOOL:
+            decoded = self._content.feed(call.arguments, final=call.complete)
+            if decoded:
+                events.append(Event("content", decoded))
+        elif taken:
+            events.append(Event("arguments", taken, len(self.tool_calls) - 1))
+        return text[len(taken):]
 
     def _scan(self, text: str) -> str:
-        """The part of `text` that belongs to the arguments object, tracking its nesting."""
+        """The part of `text` that belongs to the open arguments object, tracking its
+        nesting; marks the call complete when the object closes."""
         for position, char in enumerate(text):
             if self._in_string:
                 if self._escaped:
@@ -99,7 +130,7 @@ class ToolCallParser:
             elif char in "}]":
                 self._depth -= 1
                 if self._depth == 0:
-                    self.complete = True
+                    self.calls[-1].complete = True
                     return text[:position + 1]
         return text
 

@@ -17,6 +17,7 @@ from router.schemas import convert, shape_error
 
 TOOL_PROMPT = ("You're given the following tools. To call one, answer with only a JSON object "
                '{"name": <the tool\'s name>, "arguments": <its arguments, following its parameters>}.')
+SEVERAL_CALLS_PROMPT = " To call several, write each call's object on a line of its own."
 
 
 def prompt_inputs(template: ChatTemplate, messages: list[dict[str, Any]],
@@ -32,8 +33,9 @@ def prompt_inputs(template: ChatTemplate, messages: list[dict[str, Any]],
     if template.reads_tools:
         return messages, offered
     listing = json.dumps([tool["function"] for tool in offered], ensure_ascii=False)
+    prompt = TOOL_PROMPT + (SEVERAL_CALLS_PROMPT if tools.several_calls else "")
     last = messages[-1]
-    return [*messages[:-1], {**last, "content": f"{last['content']}\n---\n{TOOL_PROMPT}\n{listing}"}], None
+    return [*messages[:-1], {**last, "content": f"{last['content']}\n---\n{prompt}\n{listing}"}], None
 
 
 def check_tool_fields(path: str, message: dict[str, Any]) -> dict[str, Any]:

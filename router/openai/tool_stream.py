@@ -15,17 +15,17 @@ from router.wire import Finished
 class ToolCallOutput:
     def __init__(self) -> None:
         self._parser = ToolCallParser()
-        self.call_id = "call_" + uuid.uuid4().hex[:24]  # the router's own, unique per call
+        self._call_ids: list[str] = []  # the router's own, unique per call, made as calls start
 
     def deltas(self, text: str, final: bool) -> list[dict]:
-        """What `text` adds, as delta objects (without `role`): the call's first delta has
-        its id, type, name and `arguments: ""`; the later ones argument fragments; the
-        no_tool answer's deltas are `content`."""
+        """What `text` adds, as delta objects (without `role`): a call's first delta has its
+        index, id, type, name and `arguments: ""`; the later ones its index and argument
+        fragments; the no_tool answer's deltas are `content`."""
         events = self._parser.feed(text) + (self._parser.finish() if final else [])
         return _merged([self._delta(event) for event in events])
 
     def finish_reason(self, finished: Finished) -> str:
-        """"tool_calls" once the call is whole; else why the generation ended."""
+        """"tool_calls" once the calls are whole; else why the generation ended."""
         return "tool_calls" if self._parser.called_tool and self._parser.complete else finish_reason(finished)
 
     def message(self, text: str) -> dict:
@@ -33,33 +33,37 @@ class ToolCallOutput:
         content = "".join(delta.get("content", "") for delta in self.deltas(text, final=True))
         if not self._parser.called_tool:
             return {"role": "assistant", "content": content}
-        call = {"id": self.call_id, "type": "function",
-                "function": {"name": self._parser.name, "arguments": self._parser.arguments}}
-        return {"role": "assistant", "content": None, "tool_calls": [call]}
+        calls = [{"id": self._call_id(index), "type": "function",
+                  "function": {"name": call.name, "arguments": call.arguments}}
+                 for index, call in enumerate(self._parser.tool_calls)]
+        return {"role": "assistant", "content": content or None, "tool_calls": calls}
+
+    def _call_id(self, index: int) -> str:
+        while len(self._call_ids) <= index:
+            self._call_ids.append("call_" + uuid.uuid4().hex[:24])
+        return self._call_ids[index]
 
     def _delta(self, event: Event) -> dict:
         if event.kind == "content":
             return {"content": event.text}
-        if event.kind == "name" and self._parser.called_tool:
-            return {"tool_calls": [{"index": 0, "id": self.call_id, "type": "function",
+        if event.kind == "name":
+            return {"tool_calls": [{"index": event.index, "id": self._call_id(event.index), "type": "function",
                                     "function": {"name": event.text, "arguments": ""}}]}
-        if event.kind == "arguments":
-            return {"tool_calls": [{"index": 0, "function": {"arguments": event.text}}]}
-        return {}  # no_tool's name: its content follows
+        return {"tool_calls": [{"index": event.index, "function": {"arguments": event.text}}]}
 
 
 def _merged(deltas: list[dict]) -> list[dict]:
-    """Neighbouring content deltas, and neighbouring argument fragments, as one."""
+    """Neighbouring content deltas, and neighbouring argument fragments of one call, as one."""
     merged: list[dict] = []
     for delta in deltas:
-        if not delta:
-            continue
         previous = merged[-1] if merged else {}
         if "content" in delta and "content" in previous:
             merged[-1] = {"content": previous["content"] + delta["content"]}
-        elif _fragment(delta) is not None and _fragment(previous) is not None:
+        elif _fragment(delta) is not None and _fragment(previous) is not None \
+                and delta["tool_calls"][0]["index"] == previous["tool_calls"][0]["index"]:
+            call = delta["tool_calls"][0]
             text = _fragment(previous) + _fragment(delta)
-            merged[-1] = {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
+            merged[-1] = {"tool_calls": [{"index": call["index"], "function": {"arguments": text}}]}
         else:
             merged.append(delta)
     return merged

@@ -1,8 +1,10 @@
 """OpenAI tool calling, the request side: `tools`, `tool_choice` and `parallel_tool_calls`
-parsed and checked, and the grammar each choice sends the shard. The answer is one JSON
+parsed and checked, and the grammar each choice sends the shard. A call is one JSON
 object, `{"name": <a tool's name>, "arguments": <its parameters' schema>}`; with
 tool_choice "auto" the pseudo-tool `no_tool` is one more choice, whose `content` is a
-plain text answer (TGI's design). One call per answer: the grammar yields one object."""
+plain text answer (TGI's design). With `parallel_tool_calls` (OpenAI's default, true) and
+tool_choice "auto" or "required", an answer may hold several calls, one per line; a named
+function, or `parallel_tool_calls: false`, is one call."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Tools:
     functions: tuple[dict[str, Any], ...]
     choice: str
     name: str | None = None
+    parallel: bool = True
 
     def offered(self) -> list[dict[str, Any]]:
         """The functions the answer may call, no_tool too, in the `tools` shape templates read."""
@@ -43,9 +46,23 @@ class Tools:
             functions = [function for function in self.functions if function["name"] == self.name]
         return [{"type": "function", "function": function} for function in functions]
 
+    @property
+    def several_calls(self) -> bool:
+        """Whether one answer may hold several calls."""
+        return self.parallel and self.choice != "function"
+
     def grammar(self) -> Grammar:
         calls = [_call_schema(tool["function"]) for tool in self.offered()]
-        return Grammar("json_schema", calls[0] if len(calls) == 1 else {"anyOf": calls}, "tools")
+        if not self.several_calls:
+            return Grammar("json_schema", _one_of(calls), "tools")
+        # One or more calls, each on a line of its own; no_tool only alone.
+        tool_calls = _one_of([call for call in calls if call["properties"]["name"]["const"] != NO_TOOL])
+        rules: list[tuple[str, str | dict[str, Any]]] = [
+            ("start", "calls | no_tool" if self.choice == "auto" else "calls"),
+            ("calls", 'call ("\\n" call)*'), ("call", tool_calls)]
+        if self.choice == "auto":
+            rules.append(("no_tool", _call_schema(NO_TOOL_FUNCTION)))
+        return Grammar("lark", tuple(rules), "tools")
 
 
 def parse_tools(body: dict[str, Any]) -> Tools | None:
@@ -60,7 +77,7 @@ def parse_tools(body: dict[str, Any]) -> Tools | None:
         if function["name"] in names:
             raise ValidationError(f"tools: two tools are named `{function['name']}`; names must be unique")
         names.add(function["name"])
-    convert("parallel_tool_calls", body.get("parallel_tool_calls"), "bool")
+    parallel = convert("parallel_tool_calls", body.get("parallel_tool_calls"), "bool")
     choice, name = _tool_choice(body.get("tool_choice"), bool(functions))
     if name is not None and name not in names:
         raise ValidationError(f"tool_choice: no tool named `{name}` in `tools`")
@@ -70,7 +87,7 @@ def parse_tools(body: dict[str, Any]) -> Tools | None:
         return None
     if not functions:
         raise ValidationError(f"tool_choice `{choice}` needs `tools`")
-    return Tools(functions, choice, name)
+    return Tools(functions, choice, name, parallel is not False)
 
 
 def _tool_choice(raw: Any, has_tools: bool) -> tuple[str, str | None]:
@@ -115,6 +132,10 @@ def _function(path: str, tool: Any) -> dict[str, Any]:
     parameters = convert(f"{path}.function.{key}", function.get(key), "object")
     given = {field: value for field, value in function.items() if field != "arguments"}
     return {**given, "name": name, "parameters": _NO_PARAMETERS if parameters is None else parameters}
+
+
+def _one_of(schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
 
 
 def _call_schema(function: dict[str, Any]) -> dict[str, Any]:

@@ -13,10 +13,12 @@ import openai
 import pytest
 import requests
 
+from protos import shard_pb2
+from protos.json_layout import JSON_LAYOUT
 from router.chat_template import ChatTemplate
 from router.openai.schemas import parse_chat
 from router.openai.tool_parser import ToolCallParser
-from router.openai.tool_prompt import TOOL_PROMPT, prompt_inputs
+from router.openai.tool_prompt import SEVERAL_CALLS_PROMPT, TOOL_PROMPT, prompt_inputs
 from tests.router.test_router_openai import sse_chunks
 
 WEATHER = {"type": "function", "function": {
@@ -44,8 +46,22 @@ def sdk(stack) -> openai.OpenAI:
 
 
 def sent_schema(stack) -> dict | None:
+    """The JSON Schema sent; for a Lark grammar, its rules by name, a %json rule as its
+    schema (whose layout is checked and dropped)."""
     request = stack.fake.requests[-1]
-    return json.loads(request.grammar.value) if request.HasField("grammar") else None
+    if not request.HasField("grammar"):
+        return None
+    if request.grammar.type == shard_pb2.GRAMMAR_TYPE_JSON_SCHEMA:
+        return json.loads(request.grammar.value)
+    assert request.grammar.type == shard_pb2.GRAMMAR_TYPE_LARK
+    rules = {}
+    for line in request.grammar.value.splitlines():
+        name, body = line.split(": ", 1)
+        if body.startswith("%json "):
+            body = json.loads(body.removeprefix("%json "))
+            assert body.pop("x-guidance") == JSON_LAYOUT
+        rules[name] = body
+    return rules
 
 
 def call_schema(tool: dict) -> dict:
@@ -69,8 +85,14 @@ def splits(text: str) -> list[list[str]]:
 
 # The grammar for each tool_choice.
 
-def test_required_sends_any_of_the_tools(stack):
+SEVERAL_CALLS = 'call ("\\n" call)*'
+
+
+def test_required_sends_one_or_more_calls_of_any_tool(stack):
     assert chat(stack, tools=[WEATHER, TIME], tool_choice="required").status_code == 200
+    assert sent_schema(stack) == {"start": "calls", "calls": SEVERAL_CALLS,
+                                  "call": {"anyOf": [call_schema(WEATHER), call_schema(TIME)]}}
+    assert chat(stack, tools=[WEATHER, TIME], tool_choice="required", parallel_tool_calls=False).status_code == 200
     assert sent_schema(stack) == {"anyOf": [call_schema(WEATHER), call_schema(TIME)]}
 
 
@@ -90,12 +112,17 @@ def test_a_tool_named_like_a_mode_is_called_by_name(stack):
 
 
 def test_auto_adds_no_tool_and_is_the_default(stack):
-    for extra in ({"tool_choice": "auto"}, {}):
+    for extra in ({"tool_choice": "auto"}, {}, {"parallel_tool_calls": True}):
         assert chat(stack, tools=[WEATHER], **extra).status_code == 200
-        schema = sent_schema(stack)
-        assert schema["anyOf"][0] == call_schema(WEATHER)
-        assert schema["anyOf"][1]["properties"]["name"] == {"const": "no_tool"}
-        assert schema["anyOf"][1]["properties"]["arguments"]["required"] == ["content"]
+        rules = sent_schema(stack)
+        assert (rules["start"], rules["calls"], rules["call"]) == ("calls | no_tool", SEVERAL_CALLS,
+                                                                   call_schema(WEATHER))
+        assert rules["no_tool"]["properties"]["name"] == {"const": "no_tool"}
+        assert rules["no_tool"]["properties"]["arguments"]["required"] == ["content"]
+    assert chat(stack, tools=[WEATHER], parallel_tool_calls=False).status_code == 200
+    schema = sent_schema(stack)
+    assert schema["anyOf"][0] == call_schema(WEATHER)
+    assert schema["anyOf"][1]["properties"]["name"] == {"const": "no_tool"}
 
 
 def test_none_and_no_tools_send_no_grammar(stack):
@@ -220,11 +247,15 @@ HISTORY = [{"role": "user", "content": "weather?"}, ASSISTANT_CALL, TOOL_RESULT]
 
 def test_the_default_prompt_shows_the_tools_and_renders_history(stack):
     template = stack.state.chat_template
-    request = parse_chat({"messages": HISTORY, "tools": [WEATHER], "tool_choice": "required"})
+    request = parse_chat({"messages": HISTORY, "tools": [WEATHER], "tool_choice": "required",
+                          "parallel_tool_calls": False})
     prompt = template.render(*prompt_inputs(template, list(request.messages), request.tools))
     assert prompt.startswith('user: weather?\nassistant: {"name": "get_weather", "arguments": {"city": "Paris"}}\n'
                              "user: Result of the tool `get_weather`: sunny\n---\n" + TOOL_PROMPT + "\n[")
     assert json.loads(prompt.split(TOOL_PROMPT + "\n")[1].removesuffix("\nassistant:")) == [WEATHER["function"]]
+    several = parse_chat({"messages": HISTORY, "tools": [WEATHER], "tool_choice": "required"})
+    prompt = template.render(*prompt_inputs(template, list(several.messages), several.tools))
+    assert f"---\n{TOOL_PROMPT}{SEVERAL_CALLS_PROMPT}\n[" in prompt
     assert chat(stack, messages=HISTORY, tools=[WEATHER]).status_code == 200
     none = parse_chat({"messages": HISTORY, "tools": [WEATHER], "tool_choice": "none"})
     assert TOOL_PROMPT not in template.render(*prompt_inputs(template, list(none.messages), none.tools))
