@@ -8,6 +8,9 @@ it prints figures and asserts nothing.
     make bench ARGS="--compare-url http://127.0.0.1:8081 --compare-api llamacpp"
                           # and a llama.cpp llama-server, same prompts, same run, with ratios
     make bench ARGS="--device cuda --shape llama3.1-8b"   # random weights, a named shape
+    make bench ARGS="--concurrency 32 --constrained 8"
+                          # and 32 streams, 8 of them held by a JSON Schema grammar: the
+                          # other 24's per-token latency beside the all-unconstrained run's
 """
 from __future__ import annotations
 
@@ -43,8 +46,17 @@ class StreamTiming:
     num_tokens: int
 
 
-def request_for(api: str, prompt: str, max_new_tokens: int) -> tuple[str, dict]:
+# Long enough that a constrained stream runs to max_new_tokens as the others do.
+BENCH_SCHEMA = {"type": "array", "minItems": 64, "items": {"type": "string", "maxLength": 12}}
+
+
+def request_for(api: str, prompt: str, max_new_tokens: int, constrained: bool = False) -> tuple[str, dict]:
     """The path and body of one streamed greedy request in each server's own API."""
+    if constrained:
+        if api != "tgi":
+            raise ValueError("--constrained drives sluice's own API")
+        return "/generate_stream", {"inputs": prompt, "parameters": {
+            "max_new_tokens": max_new_tokens, "grammar": {"type": "json", "value": BENCH_SCHEMA}}}
     if api == "llamacpp":
         return "/completion", {"prompt": prompt, "n_predict": max_new_tokens, "stream": True,
                                "temperature": 0, "cache_prompt": True}
@@ -55,8 +67,8 @@ def request_for(api: str, prompt: str, max_new_tokens: int) -> tuple[str, dict]:
 
 
 async def one_stream(session: aiohttp.ClientSession, url: str, prompt: str,
-                     max_new_tokens: int, api: str = "tgi") -> StreamTiming:
-    path, body = request_for(api, prompt, max_new_tokens)
+                     max_new_tokens: int, api: str = "tgi", constrained: bool = False) -> StreamTiming:
+    path, body = request_for(api, prompt, max_new_tokens, constrained)
     started = time.perf_counter()
     arrivals = []
     async with session.post(url + path, json=body) as response:
@@ -74,16 +86,28 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-async def run_level(url: str, concurrency: int, max_new_tokens: int, api: str = "tgi") -> dict:
+async def run_level(url: str, concurrency: int, max_new_tokens: int, api: str = "tgi",
+                    num_constrained: int = 0) -> dict:
+    """The level's figures; with `num_constrained`, also those of its "constrained" streams
+    (the first ones) and of the "unconstrained" rest apart."""
     timeout = aiohttp.ClientTimeout(total=1800)
     async with aiohttp.ClientSession(timeout=timeout,
                                      connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:
-        await one_stream(session, url, chatml(QUESTIONS[0]), 4, api)    # warm the path
+        await one_stream(session, url, chatml(QUESTIONS[0]), 4, api, num_constrained > 0)  # warm the path
         started = time.perf_counter()
         timings = await asyncio.gather(*(
-            one_stream(session, url, chatml(QUESTIONS[i % len(QUESTIONS)]), max_new_tokens, api)
+            one_stream(session, url, chatml(QUESTIONS[i % len(QUESTIONS)]), max_new_tokens, api,
+                       i < num_constrained)
             for i in range(concurrency)))
         wall_s = time.perf_counter() - started
+    figures = summarize(timings, wall_s, concurrency)
+    if num_constrained:
+        figures["constrained"] = summarize(timings[:num_constrained], wall_s, num_constrained)
+        figures["unconstrained"] = summarize(timings[num_constrained:], wall_s, concurrency - num_constrained)
+    return figures
+
+
+def summarize(timings: list[StreamTiming], wall_s: float, concurrency: int) -> dict:
     gaps = [g for t in timings for g in t.gaps_s]
     firsts = [t.first_token_s for t in timings]
     return {"streams": concurrency, "tokens": sum(t.num_tokens for t in timings),
@@ -127,6 +151,17 @@ def print_table(rows: list[dict], hf: dict[int, float]) -> None:
               f"{f'{base:.0f}' if base else '-'} |")
 
 
+def print_constrained(rows: list[dict], mixed: list[dict]) -> None:
+    print("\n| streams | constrained | unconstrained streams' per-token p50 / p99 ms "
+          "(all unconstrained: p50 / p99) | constrained streams' per-token p50 / p99 ms | tok/s (all unconstrained) |")
+    print("|---|---|---|---|---|")
+    for plain, both in zip(rows, mixed):
+        free, held = both["unconstrained"], both["constrained"]
+        print(f"| {both['streams']} | {held['streams']} | {free['itl_p50_ms']:.1f} / {free['itl_p99_ms']:.1f} "
+              f"({plain['itl_p50_ms']:.1f} / {plain['itl_p99_ms']:.1f}) | "
+              f"{held['itl_p50_ms']:.1f} / {held['itl_p99_ms']:.1f} | {both['tok_s']:.0f} ({plain['tok_s']:.0f}) |")
+
+
 def print_ratios(rows: list[dict], other: list[dict], name: str) -> None:
     print(f"\n| streams | {name} tok/s | sluice / {name} tok/s | {name} per-token p50 ms | "
           f"{name} first token p50 ms |")
@@ -151,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher-args", default="", help="extra flags for the launcher")
     parser.add_argument("--compare-url", help="another server to drive the same way, in the same run")
     parser.add_argument("--compare-api", default="llamacpp", choices=["llamacpp", "openai", "tgi"])
+    parser.add_argument("--constrained", type=int, default=0, metavar="N",
+                        help="also run each level with N of its streams held by a JSON Schema grammar")
     args = parser.parse_args(argv)
     process, url = None, args.url
     if url is None:
@@ -161,11 +198,14 @@ def main(argv: list[str] | None = None) -> int:
                           __import__("pathlib").Path("/tmp/sluice-bench.log"))
         url = f"http://127.0.0.1:{port}"
         process.wait_for(lambda: http_ok(url + "/health"), 600, "launcher")
-    rows, other = [], []
+    rows, other, mixed = [], [], []
     try:
         # Interleave the two servers level by level, so drift on a shared machine hits both.
         for concurrency in args.concurrency:
             rows.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens)))
+            if args.constrained:
+                mixed.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens,
+                                                   num_constrained=min(args.constrained, concurrency))))
             if args.compare_url:
                 other.append(asyncio.run(run_level(args.compare_url, concurrency,
                                                    args.max_new_tokens, args.compare_api)))
@@ -184,9 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         hf = hf_generate(str(source.path), [c for c in args.concurrency if c <= 32],
                          args.max_new_tokens, dtype, args.device, dummy=bool(args.shape))
     print_table(rows, hf)
+    if mixed:
+        print_constrained(rows, mixed)
     if other:
         print_ratios(rows, other, args.compare_api)
-    print(json.dumps({"sluice": rows, "other": other, "hf_generate_tok_s": hf}), file=sys.stderr)
+    print(json.dumps({"sluice": rows, "constrained": mixed, "other": other, "hf_generate_tok_s": hf}),
+          file=sys.stderr)
     return 0
 
 

@@ -37,7 +37,8 @@ DESCRIPTIONS = {
     "tool_choice": "`auto` (the default with tools: a call, or a plain text answer), `required` (a call to "
                    "one of `tools`), `none` (a text answer; tools are not shown), or "
                    "`{\"type\": \"function\", \"function\": {\"name\": ...}}` (a call to that tool)",
-    "parallel_tool_calls": "Accepted; an answer holds at most one tool call",
+    "parallel_tool_calls": "Whether an answer may hold several tool calls (default true; with `tool_choice` "
+                           "`auto` or `required`). False, or a named function, is exactly one call",
     "response_format": "`text` (unconstrained), `json_object` (any JSON object) or `json_schema` (output "
                        "that follows `json_schema.schema`; `strict` is accepted, and the output always "
                        "follows the schema). Also TGI's grammar objects (`json`, `json_object` or `regex` "
