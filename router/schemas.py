@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from router.errors import RequestBodyError
+from router.errors import RequestBodyError, ValidationError
 
 # The integer kinds' bounds, as the Rust types TGI deserializes into have them.
 INT_BOUNDS = {"i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1), "u64": (0, 2**64 - 1), "usize": (0, 2**64 - 1)}
@@ -54,6 +54,11 @@ class GenerateParameters:
     seed: int | None = None
     top_n_tokens: int | None = None
     grammar: Grammar | None = None
+    # Extensions (vLLM's meanings): EOS is masked until min_new_tokens; with
+    # ignore_eos_token, EOS does not end the answer. logit_bias: (token id, bias), OpenAI's.
+    min_new_tokens: int | None = None
+    ignore_eos_token: bool = False
+    logit_bias: tuple[tuple[int, float], ...] = ()
     # Kept only to be refused by validation: we load no adapters.
     adapter_id: str | None = None
 
@@ -75,7 +80,8 @@ PARAMETER_KINDS: dict[str, str] = {
     "presence_penalty": "f32", "top_k": "i32", "top_p": "f32", "typical_p": "f32", "do_sample": "bool", "max_new_tokens": "u32",
     "return_full_text": "bool", "stop": "strings", "truncate": "usize", "watermark": "bool",
     "details": "bool", "decoder_input_details": "bool", "seed": "u64", "top_n_tokens": "u32",
-    "grammar": "grammar", "adapter_id": "string",
+    "grammar": "grammar", "min_new_tokens": "u32", "ignore_eos_token": "bool", "logit_bias": "logit_bias",
+    "adapter_id": "string",
 }
 
 
@@ -106,6 +112,8 @@ def _parse_parameters(raw: dict[str, Any]) -> GenerateParameters:
     for name, kind in PARAMETER_KINDS.items():
         if kind == "grammar":
             value = None if raw.get(name) is None else parse_grammar(f"parameters.{name}", raw[name])
+        elif kind == "logit_bias":
+            value = parse_logit_bias(name, raw.get(name)) or None
         else:
             value = convert(f"parameters.{name}", raw.get(name), kind)
         if value is not None:
@@ -147,6 +155,27 @@ def schema_value(path: str, value: Any) -> str | dict[str, Any]:
     if isinstance(value, (dict, str)):
         return value
     raise _type_error(path, value, "a JSON Schema object, or a JSON string of one")
+
+
+MAX_LOGIT_BIAS_ENTRIES = 1024
+LOGIT_BIAS_RANGE = (-100.0, 100.0)  # OpenAI's: -100 bans a token, 100 all but forces it
+
+
+def parse_logit_bias(path: str, raw: Any) -> tuple[tuple[int, float], ...]:
+    """OpenAI's `{"<token id>": bias}`, as sorted (id, bias) pairs; ids are checked against
+    the vocabulary in validation."""
+    biases = convert(path, raw, "object") or {}
+    if len(biases) > MAX_LOGIT_BIAS_ENTRIES:
+        raise ValidationError(f"`{path}` supports up to {MAX_LOGIT_BIAS_ENTRIES} tokens. Given: {len(biases)}")
+    pairs = []
+    for key, value in biases.items():
+        if not (key.isascii() and key.isdigit()):
+            raise ValidationError(f"Invalid key in `{path}`: {key[:50]!r}. Keys must be token ids")
+        bias = convert(f"{path}.{key}", value, "f32")
+        if not LOGIT_BIAS_RANGE[0] <= bias <= LOGIT_BIAS_RANGE[1]:
+            raise ValidationError(f"Invalid value for `{path}.{key}`: {value} is outside [-100, 100]")
+        pairs.append((int(key), bias))
+    return tuple(sorted(pairs))
 
 
 def convert(path: str, value: Any, kind: str) -> Any:

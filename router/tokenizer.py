@@ -26,6 +26,11 @@ class PromptTokenizer:
         tokenizer = await asyncio.to_thread(Tokenizer.from_buffer, files["tokenizer.json"])
         return cls(tokenizer, num_workers)
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids are below this (added tokens included)."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return (await self._encode(text, add_special_tokens)).ids
 

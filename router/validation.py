@@ -134,6 +134,7 @@ class Validator:
         if params.truncate is not None:
             input_ids = input_ids[-params.truncate:]  # left truncation: keep the end
         max_new_tokens = resolve_max_new_tokens(len(input_ids), params.max_new_tokens, self._limits)
+        _check_min_and_bias(params, max_new_tokens, self._tokenizer.vocab_size)
         if params.grammar is not None:  # last, as in TGI; compiling it grows with its size
             grammar = await asyncio.to_thread(check_grammar, params.grammar, self._limits.max_grammar_length)
             params = dataclasses.replace(params, grammar=grammar)
@@ -177,6 +178,16 @@ def _check_stopping(params: GenerateParameters, limits: Limits) -> None:
     top_n = params.top_n_tokens or 0
     if top_n not in ranges["top_n_tokens"]:
         raise ValidationError(f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {top_n}")
+
+
+def _check_min_and_bias(params: GenerateParameters, max_new_tokens: int, vocab_size: int) -> None:
+    if (params.min_new_tokens or 0) > max_new_tokens:
+        raise ValidationError(f"`min_new_tokens` must be <= `max_new_tokens`. Given: {params.min_new_tokens} "
+                              f"and {max_new_tokens}")
+    for token_id, _ in params.logit_bias:
+        if token_id >= vocab_size:
+            raise ValidationError(f"Invalid key in `logit_bias`: {token_id} is not a token id of this model "
+                                  f"(its vocabulary has {vocab_size} tokens)")
 
 
 def resolve_max_new_tokens(input_length: int, requested: int | None, limits: Limits) -> int:

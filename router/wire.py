@@ -118,11 +118,14 @@ def to_generate_request(request: ShardRequest) -> shard_pb2.GenerateRequest:
         frequency_penalty=_or(params.frequency_penalty, 0.0),
         presence_penalty=_or(params.presence_penalty, 0.0),
         watermark=params.watermark,
+        logit_bias=dict(params.logit_bias),
     )
     if params.seed is not None:  # proto3 optional: unset lets the shard pick one
         sampling.seed = params.seed
     stopping = shard_pb2.StoppingParameters(max_new_tokens=request.max_new_tokens,
-                                            stop_sequences=list(params.stop))
+                                            stop_sequences=list(params.stop),
+                                            ignore_eos_token=params.ignore_eos_token,
+                                            min_new_tokens=_or(params.min_new_tokens, 0))
     return shard_pb2.GenerateRequest(
         request_id=request.call_id, input_ids=list(request.input_ids), sampling=sampling,
         stopping=stopping, prefill_logprobs=params.decoder_input_details,

@@ -24,8 +24,10 @@ class ChunkResult:
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaModel, cache: KVCache, device: torch.device):
+    def __init__(self, model: LlamaModel, cache: KVCache, device: torch.device,
+                 eos_token_ids: frozenset[int] = frozenset()):
         self.model = model
+        self._eos_token_ids = tuple(sorted(eos_token_ids))   # masked until min_new_tokens
         self.cache = cache
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
@@ -136,4 +138,7 @@ class ModelRunner:
         history = None
         if params.needs_penalties or params.watermark:
             history = seq.prompt_ids + seq.output_ids
-        return RowRequest(params, history, generator, seq.top_n_tokens, seq.num_prompt)
+        bias = params.logit_bias
+        if len(seq.output_ids) < seq.stopping.min_new_tokens:
+            bias += tuple((token_id, -math.inf) for token_id in self._eos_token_ids)
+        return RowRequest(params, history, generator, seq.top_n_tokens, seq.num_prompt, bias)

@@ -145,7 +145,7 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     if config.prefix_caching == "on":
         prefixes = PrefixIndex(MIN_PREFIX_TOKENS)
     scheduler = Scheduler(limits, budget.num_slots, eos_ids, prefixes)
-    runner = ModelRunner(model, cache, device)
+    runner = ModelRunner(model, cache, device, eos_ids)
     engine = Engine(scheduler, runner, tokenizer, special_token_ids(tokenizer), publish, metrics,
                     model.vocab_size)
     info = ShardInfo(source.model_id, str(dtype).removeprefix("torch."), device.type,

@@ -29,6 +29,9 @@ class RowRequest:
     generator: torch.Generator | None
     top_n_tokens: int
     num_prompt: int = 0              # history[num_prompt:] are the generated ids
+    # (token id, added to its logit) before anything else sees the row: the request's
+    # logit_bias, and -inf for EOS until min_new_tokens.
+    bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +66,12 @@ def sample(logits: torch.Tensor, rows: list[RowRequest],
     before anything else sees the logits; it writes -inf into `logits` itself."""
     if all(r.params.is_greedy and not _needs_processing(r.params) and not r.top_n_tokens
            for r in rows):
-        return Sampled(*greedy(_apply_mask(logits, mask)), [[] for _ in rows])
+        return Sampled(*greedy(_apply_mask(_apply_bias(logits, rows), mask)), [[] for _ in rows])
     logits = logits.float()
     if not bool(torch.isfinite(logits).all()):
         # The model's fault, not a request's: the engine re-runs the step one request at a time.
         raise FloatingPointError("the model's logits are not finite")
-    logits = _apply_mask(logits, mask)
+    logits = _apply_mask(_apply_bias(logits, rows), mask)
     picks = [_pick_row(logits[i], r) for i, r in enumerate(rows)]
     logprobs = torch.stack([row_logprobs for row_logprobs, _ in picks])
     token_ids = torch.stack([token_id for _, token_id in picks])
@@ -77,6 +80,17 @@ def sample(logits: torch.Tensor, rows: list[RowRequest],
     # of its own, and it catches a row that broke without raising too (all NaN, say).
     errors = [None if math.isfinite(logprob) else NO_CHOICE for logprob in chosen]
     return Sampled(token_ids.tolist(), chosen, _top_tokens(logprobs, rows), errors)
+
+
+def _apply_bias(logits: torch.Tensor, rows: list[RowRequest]) -> torch.Tensor:
+    """Adds each row's bias to its logits, in place; ids past the logits are nobody's."""
+    for i, r in enumerate(rows):
+        bias = [(token_id, value) for token_id, value in r.bias if token_id < logits.shape[1]]
+        if bias:
+            ids = torch.tensor([token_id for token_id, _ in bias], device=logits.device)
+            values = torch.tensor([value for _, value in bias], dtype=logits.dtype, device=logits.device)
+            logits[i].index_add_(0, ids, values)
+    return logits
 
 
 def _apply_mask(logits: torch.Tensor, mask: TokenMask | None) -> torch.Tensor:

@@ -37,6 +37,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     seed: int | None = None
     watermark: bool = False
+    logit_bias: tuple[tuple[int, float], ...] = ()   # (token id, added to its logit)
 
     @property
     def is_greedy(self) -> bool:
@@ -56,6 +57,7 @@ class StoppingParams:
     max_new_tokens: int = 20
     stop_sequences: tuple[str, ...] = ()
     ignore_eos_token: bool = False
+    min_new_tokens: int = 0          # EOS is masked until this many tokens are out
 
 
 @dataclass(frozen=True, slots=True)

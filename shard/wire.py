@@ -21,10 +21,12 @@ def to_sequence(request: shard_pb2.GenerateRequest) -> Sequence:
         top_p=s.top_p or 1.0, typical_p=s.typical_p or 1.0,
         repetition_penalty=s.repetition_penalty or 1.0, frequency_penalty=s.frequency_penalty,
         presence_penalty=s.presence_penalty,
-        seed=s.seed if s.HasField("seed") else None, watermark=s.watermark)
+        seed=s.seed if s.HasField("seed") else None, watermark=s.watermark,
+        logit_bias=tuple(sorted(s.logit_bias.items())))
     stopping = StoppingParams(max_new_tokens=st.max_new_tokens,
                               stop_sequences=tuple(st.stop_sequences),
-                              ignore_eos_token=st.ignore_eos_token)
+                              ignore_eos_token=st.ignore_eos_token,
+                              min_new_tokens=st.min_new_tokens)
     return Sequence(request_id=request.request_id, prompt_ids=list(request.input_ids),
                     sampling=sampling, stopping=stopping,
                     prefill_logprobs=request.prefill_logprobs,

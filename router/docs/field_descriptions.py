@@ -21,12 +21,19 @@ DESCRIPTIONS = {
                "JSON string of one; `json_schema`: `{\"name\", \"schema\"}`) or a regular expression the "
                "whole output matches (`regex`). Every token is masked by it, and the answer ends (eos_token) "
                "once it is complete; an invalid or over-long one gets 422",
+    "min_new_tokens": "An extension (vLLM's `min_tokens`): EOS is masked until this many tokens are generated",
+    "ignore_eos_token": "An extension (vLLM's `ignore_eos`): EOS does not end the answer, which runs to "
+                        "`max_new_tokens` or a stop string",
     "adapter_id": "Not supported: refused with 422",
     # OpenAI's fields
     "model": "Any name: this server serves one model", "messages": "The conversation so far",
     "prompt": "A prompt, or several (one choice each)", "max_tokens": "Most tokens to generate per choice",
     "max_completion_tokens": "The newer name of `max_tokens`, used when that is absent",
     "n": "Choices per prompt: only 1",
+    "logit_bias": "Token id (as a string) -> a bias from -100 to 100 added to its logit before sampling: "
+                  "-100 bans the token, 100 all but forces it",
+    "min_tokens": "vLLM's extension: EOS is masked until this many tokens are generated",
+    "ignore_eos": "vLLM's extension: EOS does not end the answer, which runs to `max_tokens` or a stop string",
     "stream": "Answer with server-sent events", "stream_options": "`include_usage`: a last chunk with usage",
     "logprobs": "Return the chosen tokens' logprobs (chat), or this many alternatives (completions)",
     "top_logprobs": "Alternatives per token (needs `logprobs`)",

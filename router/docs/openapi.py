@@ -12,7 +12,7 @@ from router.config import Limits, RouterConfig
 from router.openai import schemas as openai_schemas
 from router.docs.field_descriptions import DESCRIPTIONS
 from router.docs.response_schemas import nullable, ref, response_schemas, sse_event
-from router.schemas import INT_BOUNDS, PARAMETER_KINDS
+from router.schemas import INT_BOUNDS, LOGIT_BIAS_RANGE, MAX_LOGIT_BIAS_ENTRIES, PARAMETER_KINDS
 from router.validation import RANGES, UNSUPPORTED, Range, limit_ranges
 
 EXAMPLES = {
@@ -73,6 +73,8 @@ _CUSTOM_KINDS = {
             "type": nullable({"type": "string", "enum": ["function"]}),
             "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}]},
     "empty_string": {"type": "string", "maxLength": 0},
+    "logit_bias": {"type": "object", "maxProperties": MAX_LOGIT_BIAS_ENTRIES, "additionalProperties": {
+        "type": "number", "minimum": LOGIT_BIAS_RANGE[0], "maximum": LOGIT_BIAS_RANGE[1]}},
     "false": {"type": "boolean", "enum": [False]},
     "grammar": {"anyOf": _GRAMMARS, "example": {"type": "json", "value": _EXAMPLE_SCHEMA}},
     # anyOf: a `value` (TGI's form) wins over `json_schema` when both are sent.

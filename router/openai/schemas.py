@@ -13,8 +13,8 @@ from router.config import Limits
 from router.errors import ValidationError
 from router.openai.tool_prompt import check_tool_fields
 from router.openai.tools import Tools, parse_tools
-from router.schemas import (GenerateParameters, Grammar, convert, describe, grammar_type,
-                            parse_grammar, schema_value, shape_error)
+from router.schemas import (GenerateParameters, Grammar, convert, describe, grammar_type, parse_grammar,
+                            parse_logit_bias, schema_value, shape_error)
 from router.validation import RANGES as TGI_RANGES
 from router.validation import Range, limit_ranges
 
@@ -35,6 +35,9 @@ class OpenAIParameters:
     stream: bool = False
     include_usage: bool = False
     grammar: Grammar | None = None  # from response_format
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    min_tokens: int | None = None  # vLLM's extensions, as native min_new_tokens and ignore_eos_token
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,12 @@ class CompletionRequest:
 
 
 _KINDS = {"max_tokens": "u32", "temperature": "f32", "top_p": "f32", "seed": "u64", "n": "u32",
-          "frequency_penalty": "f32", "presence_penalty": "f32", "stream": "bool"}
+          "frequency_penalty": "f32", "presence_penalty": "f32", "stream": "bool", "min_tokens": "u32",
+          "ignore_eos": "bool"}
 
 # Every body field each route reads, with its kind: schemas.convert's kinds, or the name of
 # a shape parsed by hand below. The OpenAPI document (router/openapi.py) is rendered from these.
-_SHARED_FIELDS = {"model": "any", **_KINDS, "max_completion_tokens": "u32", "stop": "stop",
+_SHARED_FIELDS = {"model": "any", **_KINDS, "max_completion_tokens": "u32", "stop": "stop", "logit_bias": "logit_bias",
                   "stream_options": "stream_options", "response_format": "response_format"}
 CHAT_FIELDS = {**_SHARED_FIELDS, "messages": "messages", "logprobs": "bool", "top_logprobs": "u32",
                "tools": "tools", "tool_choice": "tool_choice", "parallel_tool_calls": "bool"}
@@ -113,6 +117,8 @@ def _parameters(body: dict[str, Any], num_top_logprobs: int | None) -> OpenAIPar
     stop = body.get("stop")
     values["stop"] = convert("stop", [stop] if isinstance(stop, str) else stop, "strings") or ()
     values["stream"] = bool(values["stream"])
+    values["ignore_eos"] = bool(values["ignore_eos"])
+    values["logit_bias"] = parse_logit_bias("logit_bias", body.get("logit_bias"))
     options = convert("stream_options", body.get("stream_options"), "object") or {}
     values["include_usage"] = bool(convert("stream_options.include_usage", options.get("include_usage"), "bool"))
     values["grammar"] = _response_format(body.get("response_format"))
@@ -157,6 +163,8 @@ def check_before_admission(params: OpenAIParameters, limits: Limits, *, num_prom
         raise ValidationError(f"`n` must be 1: this server generates one choice per prompt. Given: {params.n}")
     if params.max_tokens is not None and params.max_tokens not in RANGES["max_tokens"]:
         raise ValidationError("`max_tokens` must be strictly positive")
+    if params.max_tokens is not None and (params.min_tokens or 0) > params.max_tokens:
+        raise ValidationError(f"`min_tokens` must be <= `max_tokens`. Given: {params.min_tokens} and {params.max_tokens}")
     if (params.num_top_logprobs or 0) not in limit_ranges(limits)["top_n_tokens"]:
         raise ValidationError(f"`{logprobs_name}` must be >= 0 and <= {limits.max_top_n_tokens}. "
                               f"Given: {params.num_top_logprobs}")
@@ -173,7 +181,8 @@ def to_generate_parameters(params: OpenAIParameters) -> GenerateParameters:
         top_p=None if greedy or params.top_p == 1.0 else params.top_p,
         frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
         max_new_tokens=params.max_tokens, stop=params.stop, grammar=params.grammar,
-        seed=params.seed, top_n_tokens=params.num_top_logprobs or None, details=True)
+        seed=params.seed, top_n_tokens=params.num_top_logprobs or None, details=True,
+        min_new_tokens=params.min_tokens, ignore_eos_token=params.ignore_eos, logit_bias=params.logit_bias)
 
 
 def _message(path: str, message: Any) -> dict[str, Any]:
