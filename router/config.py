@@ -32,7 +32,8 @@ class RouterConfig:
     max_grammar_length: int = _flag(
         100_000, "upper bound for a grammar's (or response_format's) length in characters; a JSON Schema "
         "counts as its compact JSON text", int)
-    max_client_batch_size: int = _flag(4, "max prompts per call (reported in /info)", int)
+    max_client_batch_size: int = _flag(
+        32, "max choices per OpenAI call: prompts x n (LangChain sends up to 20 prompts; reported in /info)", int)
     payload_limit: int = _flag(2_000_000, "request body limit in bytes (413 above it)", int)
     api_key: str | None = _flag(None, "if set, generation routes need `Authorization: Bearer <key>`")
     shard_connect_timeout_s: float = _flag(120.0, "how long startup waits for every shard's Info", float)

@@ -29,7 +29,7 @@ DESCRIPTIONS = {
     "model": "Any name: this server serves one model", "messages": "The conversation so far",
     "prompt": "A prompt, or several (one choice each)", "max_tokens": "Most tokens to generate per choice",
     "max_completion_tokens": "The newer name of `max_tokens`, used when that is absent",
-    "n": "Choices per prompt: only 1",
+    "n": "Choices per prompt, each its own generation (prompts x n at most --max-client-batch-size)",
     "logit_bias": "Token id (as a string) -> a bias from -100 to 100 added to its logit before sampling: "
                   "-100 bans the token, 100 all but forces it",
     "min_tokens": "vLLM's extension: EOS is masked until this many tokens are generated",

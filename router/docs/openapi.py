@@ -165,7 +165,7 @@ def _object(fields: dict[str, str], ranges: dict[str, Range], required: tuple[st
 
 def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
     tgi_ranges = {**RANGES, **limit_ranges(limits)}
-    openai_ranges = {**openai_schemas.RANGES, "top_logprobs": tgi_ranges["top_n_tokens"],
+    openai_ranges = {**openai_schemas.RANGES, "n": Range(1, config.max_client_batch_size), "top_logprobs": tgi_ranges["top_n_tokens"],
                      "stop": tgi_ranges["stop"], "stop_length": tgi_ranges["stop_length"]}
     completion_ranges = {**openai_ranges, "logprobs": tgi_ranges["top_n_tokens"],
                          "prompt": Range(1, config.max_client_batch_size)}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from router.tgi.answers import token_json  # TGI adds its token object to chunks
+from router.validation import ValidRequest
 from router.wire import Finished, Token
 
 # OpenAI's stand-in for a logprob of -inf (JSON has no infinity; chat requires a number).
@@ -112,6 +113,11 @@ class Answer:
 def usage_json(num_prompt_tokens: int, num_completion_tokens: int) -> dict:
     return {"prompt_tokens": num_prompt_tokens, "completion_tokens": num_completion_tokens,
             "total_tokens": num_prompt_tokens + num_completion_tokens}
+
+
+def num_prompt_tokens(valids: Sequence[ValidRequest], n: int | None) -> int:
+    """Each prompt counts once, however many choices (`n`) it has."""
+    return sum(valid.input_length for valid in valids[::n or 1])
 
 
 def finish_reason(finished: Finished) -> str:

@@ -6,6 +6,7 @@ then run on the shards. Errors use the OpenAI body (errors.RouterError.to_openai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from aiohttp import web
@@ -15,7 +16,8 @@ from router.errors import RouterError
 from router.inference import Timing
 from router.json_body import dumps
 from router.lifecycle import count_request, read_json, record_success, send_stream, timing_headers, validate, version
-from router.openai.answers import Answer, ChatFormat, CompletionFormat, Format, finish_reason, models_json, usage_json
+from router.openai.answers import (Answer, ChatFormat, CompletionFormat, Format, finish_reason, models_json,
+                                   num_prompt_tokens, usage_json)
 from router.openai.schemas import (ChatRequest, OpenAIParameters, check_before_admission, parse_chat, parse_completion,
                                    to_generate_parameters)
 from router.openai.stream import send_choices
@@ -33,15 +35,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     timing = Timing(start=time.perf_counter())
     with count_request(state.metrics):
         chat = parse_chat(await read_json(request))
-        check_before_admission(chat.parameters, state.limits)
-        with state.admission.admit(1):
+        num_choices = chat.parameters.n or 1
+        check_before_admission(chat.parameters, state.limits, max_num_choices=state.config.max_client_batch_size)
+        with state.admission.admit(num_choices):
             prompt = await asyncio.to_thread(_render, state.chat_template, chat)
             # The template wrote the special tokens already: no BOS on top (as TGI).
             generate_request = GenerateRequest(prompt, to_generate_parameters(chat.parameters),
                                                add_special_tokens=False)
-            valid = await validate(state, generate_request, timing)
-            tool_outputs = None if chat.tools is None else [ToolCallOutput()]
-            return await _answer(request, ChatFormat, chat.parameters, [valid], timing, tool_outputs)
+            valids = choices(await validate(state, generate_request, timing), num_choices)
+            tool_outputs = None if chat.tools is None else [ToolCallOutput() for _ in valids]
+            return await _answer(request, ChatFormat, chat.parameters, valids, timing, tool_outputs)
 
 
 def _render(template: ChatTemplate, chat: ChatRequest) -> str:
@@ -56,12 +59,24 @@ async def completions(request: web.Request) -> web.StreamResponse:
         completion = parse_completion(await read_json(request))
         params = completion.parameters
         check_before_admission(params, state.limits, num_prompts=len(completion.prompts),
-                               max_num_prompts=state.config.max_client_batch_size, logprobs_name="logprobs")
-        with state.admission.admit(len(completion.prompts)):
+                               max_num_choices=state.config.max_client_batch_size, logprobs_name="logprobs")
+        num_choices = params.n or 1
+        with state.admission.admit(len(completion.prompts) * num_choices):
             generate_parameters = to_generate_parameters(params)
-            valids = [await validate(state, GenerateRequest(prompt, generate_parameters), timing)
-                      for prompt in completion.prompts]
+            valids = [choice for prompt in completion.prompts
+                      for choice in choices(await validate(state, GenerateRequest(prompt, generate_parameters), timing),
+                                            num_choices)]
             return await _answer(request, CompletionFormat, params, valids, timing)
+
+
+def choices(valid: ValidRequest, n: int) -> list[ValidRequest]:
+    """A prompt's n choices (OpenAI's order: a prompt's choices together). A seeded request's
+    choice j samples with seed + j, so the choices differ and the answer repeats."""
+    seed = valid.parameters.seed
+    if n == 1 or seed is None or not valid.parameters.do_sample:
+        return [valid] * n
+    return [dataclasses.replace(valid, parameters=dataclasses.replace(valid.parameters, seed=(seed + j) % 2**64))
+            for j in range(n)]
 
 
 async def models(request: web.Request) -> web.Response:
@@ -95,14 +110,14 @@ async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParam
             message = output.message(text)  # first: it reads the call, which the finish reason needs
             choices.append(ChatFormat.message_choice(index, message, output.finish_reason(generation.finished),
                                                      logprobs))
-    num_prompt_tokens = sum(valid.input_length for valid in valids)
+    prompt_tokens = num_prompt_tokens(valids, params.n)
     num_generated = sum(generation.finished.generated_tokens for generation in generations)
-    record_success(state.metrics, request, timing, num_prompt_tokens, num_generated,
+    record_success(state.metrics, request, timing, prompt_tokens, num_generated,
                    generations[0].finished.finish_reason)
     headers = {"x-compute-type": state.config.compute_type}
     if len(valids) == 1:  # TGI's timing headers describe one generation
         headers.update(timing_headers(timing, valids[0], num_generated))
-    body = answer.body(choices, usage_json(num_prompt_tokens, num_generated))
+    body = answer.body(choices, usage_json(prompt_tokens, num_generated))
     return web.json_response(body, headers=headers, dumps=dumps)
 
 
@@ -116,7 +131,7 @@ async def _answer_sse(request: web.Request, answer: Answer, params: OpenAIParame
         async def send_tokens() -> None:
             ends = await send_choices(request, stream, answer, params, run, tool_outputs)
             timing.mark_end()
-            record_success(state.metrics, request, timing, sum(valid.input_length for valid in valids),
+            record_success(state.metrics, request, timing, num_prompt_tokens(valids, params.n),
                            sum(end.generated_tokens for end in ends), ends[0].finish_reason)
 
         # An error after the headers is one last OpenAI-shaped event, and no [DONE] after it.

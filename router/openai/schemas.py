@@ -69,8 +69,8 @@ COMPLETION_FIELDS = {**_SHARED_FIELDS, "prompt": "prompt", "logprobs": "u32", "s
 # Ranges as the checks below and TGI's validation (after to_generate_parameters) apply
 # them: temperature 0 means greedy, and top_p 1 means "off". One gap a range cannot show:
 # a temperature above 0 but below validation.FLOAT32_MIN is refused there.
-RANGES = {"n": Range(1, 1), "max_tokens": Range(low=0, low_open=True),
-          "temperature": Range(0.0, TGI_RANGES["temperature"].high),
+RANGES = {"n": Range(1, None), "max_tokens": Range(low=0, low_open=True),
+          "temperature": Range(0.0, 2.0),
           "top_p": Range(TGI_RANGES["top_p"].low, 1.0), "frequency_penalty": TGI_RANGES["frequency_penalty"],
           "presence_penalty": TGI_RANGES["presence_penalty"]}
 
@@ -156,11 +156,18 @@ def _response_format(raw: object) -> Grammar | None:
                    "response_format")
 
 
-def check_before_admission(params: OpenAIParameters, limits: Limits, *, num_prompts: int = 1,
-                           max_num_prompts: int = 1, logprobs_name: str = "top_logprobs") -> None:
-    """Checks that need no tokenizer, named as the client named the fields."""
+def check_before_admission(params: OpenAIParameters, limits: Limits, *, max_num_choices: int, num_prompts: int = 1,
+                           logprobs_name: str = "top_logprobs") -> None:
+    """Checks that need no tokenizer, named as the client named the fields. A call's
+    choices (prompts x n) are at most `max_num_choices` (--max-client-batch-size)."""
     if params.n is not None and params.n not in RANGES["n"]:
-        raise ValidationError(f"`n` must be 1: this server generates one choice per prompt. Given: {params.n}")
+        raise ValidationError(f"`n` must be at least 1. Given: {params.n}")
+    if params.temperature is not None and params.temperature not in RANGES["temperature"]:
+        raise ValidationError(f"`temperature` must be >= 0 and <= 2. Given: {params.temperature}")
+    if num_prompts * (params.n or 1) > max_num_choices:
+        what = "Number of prompts" if (params.n or 1) == 1 else "Number of prompts x `n`"
+        raise ValidationError(f"{what} exceeds the maximum allowed batch size of {max_num_choices}. "
+                              f"Given: {num_prompts * (params.n or 1)}")
     if params.max_tokens is not None and params.max_tokens not in RANGES["max_tokens"]:
         raise ValidationError("`max_tokens` must be strictly positive")
     if params.max_tokens is not None and (params.min_tokens or 0) > params.max_tokens:
@@ -168,8 +175,6 @@ def check_before_admission(params: OpenAIParameters, limits: Limits, *, num_prom
     if (params.num_top_logprobs or 0) not in limit_ranges(limits)["top_n_tokens"]:
         raise ValidationError(f"`{logprobs_name}` must be >= 0 and <= {limits.max_top_n_tokens}. "
                               f"Given: {params.num_top_logprobs}")
-    if num_prompts > max_num_prompts:
-        raise ValidationError(f"Number of prompts exceeds the maximum allowed batch size of {max_num_prompts}")
 
 
 def to_generate_parameters(params: OpenAIParameters) -> GenerateParameters:

@@ -12,7 +12,7 @@ from aiohttp import web
 from router.errors import IncompleteGenerationStream
 from router.inference import ShardRun
 from router.lifecycle import relay
-from router.openai.answers import Answer, ChatFormat, finish_reason, usage_json
+from router.openai.answers import Answer, ChatFormat, finish_reason, num_prompt_tokens, usage_json
 from router.openai.schemas import OpenAIParameters
 from router.openai.tool_stream import ToolCallOutput
 from router.sse import EventStream
@@ -78,7 +78,7 @@ async def send_choices(request: web.Request, stream: EventStream, answer: Answer
         raise IncompleteGenerationStream()
     ends = [end for end in finished if end is not None]
     if params.include_usage:
-        usage = usage_json(sum(valid.input_length for valid in valids), sum(end.generated_tokens for end in ends))
+        usage = usage_json(num_prompt_tokens(valids, params.n), sum(end.generated_tokens for end in ends))
         await stream.send(answer.body([], usage, chunk=True))
     await stream.done()
     return ends

@@ -148,7 +148,7 @@ def test_info(make_stack):
     assert info == {
         "model_id": "served/name", "model_sha": None, "model_pipeline_tag": "text-generation",
         "max_concurrent_requests": 7, "max_best_of": 2, "max_stop_sequences": 4, "max_input_tokens": 40,
-        "max_total_tokens": 64, "validation_workers": 2, "max_client_batch_size": 4,
+        "max_total_tokens": 64, "validation_workers": 2, "max_client_batch_size": 32,
         "router": "sluice-router", "version": "3.3.6", "sluice_version": info["sluice_version"], "sha": None,
         "docker_label": None,
         "model_dtype": "float32", "model_device_type": "cpu", "max_batch_total_tokens": 256,

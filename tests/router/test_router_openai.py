@@ -130,9 +130,9 @@ def test_several_prompts(stack):
         mine = [chunk["choices"][0] for chunk in chunks if chunk["choices"][0]["index"] == index]
         assert "".join(choice["text"] for choice in mine) == output_text(2)
         assert mine[-1]["finish_reason"] == "length"
-    too_many = post(stack, "/v1/completions", {"prompt": ["hello"] * 5})
+    too_many = post(stack, "/v1/completions", {"prompt": ["hello"] * 33, "max_tokens": 1})
     assert too_many.status_code == 422
-    assert "maximum allowed batch size of 4" in too_many.json()["error"]["message"]
+    assert "maximum allowed batch size of 32" in too_many.json()["error"]["message"]
 
 
 def test_logprobs(stack):
@@ -154,7 +154,7 @@ def test_models(stack):
 
 
 @pytest.mark.parametrize("path, body, message", [
-    ("/v1/chat/completions", {**CHAT, "n": 2}, "`n` must be 1"),
+    ("/v1/chat/completions", {**CHAT, "n": 0}, "`n` must be at least 1"),
     ("/v1/chat/completions", {**CHAT, "presence_penalty": 2.5}, "`presence_penalty` must be >= -2.0 and <= 2.0"),
     ("/v1/chat/completions", {**CHAT, "top_logprobs": 2}, "`top_logprobs` needs `logprobs`"),
     ("/v1/chat/completions", {**CHAT, "logprobs": True, "top_logprobs": 9}, "`top_logprobs` must be >= 0 and <= 5"),

@@ -43,9 +43,8 @@ def test_openai_sdk_errors_carry_our_message(make_stack):
     stack = make_stack(max_concurrent_requests=1)
     client = sdk(stack)
     with pytest.raises(openai.UnprocessableEntityError) as error:
-        client.chat.completions.create(model="tgi", messages=MESSAGES, n=2)
-    assert str(error.value) == ("Error code: 422 - Input validation error: `n` must be 1: this server "
-                                "generates one choice per prompt. Given: 2")
+        client.chat.completions.create(model="tgi", messages=MESSAGES, n=0)
+    assert str(error.value) == "Error code: 422 - Input validation error: `n` must be at least 1. Given: 0"
     assert error.value.type == "validation"
     stack.fake.script.block = True
     held = RawHttp(stack.url, "/v1/completions", {"prompt": "hello", "stream": True})
@@ -84,8 +83,8 @@ def test_hub_chat_completion(stack):
 
 def test_hub_chat_completion_errors(stack):
     client = InferenceClient(stack.url)
-    with pytest.raises(HfHubHTTPError, match="`n` must be 1"):  # hub maps no HTTP error on chat routes
-        client.chat_completion(MESSAGES, n=2)
+    with pytest.raises(HfHubHTTPError, match="`n` must be at least 1"):  # hub maps no HTTP error on chat routes
+        client.chat_completion(MESSAGES, n=0)
     stack.fake.script.fail_after = 1
     with pytest.raises(GenerationError, match="Request failed during generation"):  # mapped by error_type
         list(client.chat_completion(MESSAGES, max_tokens=5, stream=True))
