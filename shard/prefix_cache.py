@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shard.sequence import Sequence
+from shard.sequence import Sequence, SequenceStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,21 @@ class PrefixIndex:
             if length > best.num_tokens:
                 best = PrefixCopy(slot, seq.slot, length)
         return best if best.num_tokens >= self.min_tokens else None
+
+
+    def awaits_sibling(self, seq: Sequence, running: list[Sequence]) -> bool:
+        """Whether a running request still prefills a prefix of `seq`'s prompt (at least
+        min_tokens, beyond what it has computed): `seq` then waits for it and copies that
+        prefix, so n choices of one prompt prefill it once."""
+        if seq.prefill_logprobs:
+            return False
+        limit = seq.num_prompt - 1
+        for other in running:
+            if other.status is SequenceStatus.PREFILLING and other.prompt_ids[:1] == seq.prompt_ids[:1]:
+                length = _common_prefix(other.prompt_ids, seq.prompt_ids, limit)
+                if length >= self.min_tokens and other.num_computed < length:
+                    return True
+        return False
 
 
 def _computed_tokens(seq: Sequence) -> list[int]:

@@ -132,7 +132,7 @@ class Scheduler:
         copies: list[PrefixCopy] = []
         admitted = []
         if self._join_allowed():
-            while budget > 0 and self._can_admit_next():
+            while budget > 0 and self._can_admit_next() and not self._awaits_sibling():
                 admitted.append(self._admit(self.waiting.popleft(), copies))
                 chunks.append(self._prefill_chunk(admitted[-1], budget))
                 budget -= chunks[-1].num_tokens
@@ -151,6 +151,11 @@ class Scheduler:
         if not self.running or self.steps_since_join >= self.limits.max_waiting_tokens:
             return True
         return len(self.waiting) >= int(len(self.running) * self.limits.waiting_served_ratio)
+
+    def _awaits_sibling(self) -> bool:
+        """The next request shares its prompt with one still prefilling: it joins a step
+        later and copies that prefix (FIFO: those behind it wait too, for one chunk)."""
+        return self.prefixes is not None and self.prefixes.awaits_sibling(self.waiting[0], self.running)
 
     def _can_admit_next(self) -> bool:
         if not self.waiting or len(self.running) >= self.limits.max_batch_size:

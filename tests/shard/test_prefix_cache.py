@@ -99,3 +99,23 @@ def test_reuse_is_counted_in_the_shard_metrics(harness_factory):
         harness.collect(request_id)
     counted = harness.engine.metrics.prefix_cached_tokens._value.get()
     assert counted == len(SYSTEM)      # all of the same 31-token prompt but its last token
+
+
+def test_choices_of_one_prompt_sent_together_prefill_it_once():
+    scheduler = make_scheduler()
+    choices = [seq(name, SYSTEM + [1, 2]) for name in "abc"]
+    for choice in choices:
+        scheduler.add(choice)
+    first = run_step(scheduler)
+    assert [chunk.seq for chunk in first.chunks] == [choices[0]]     # the others wait one step
+    second = run_step(scheduler)
+    assert {(copy.source_slot, copy.num_tokens) for copy in second.copies} == {(choices[0].slot, 31)}
+    assert [choice.num_cached for choice in choices] == [0, 31, 31]
+    assert all(chunk.num_tokens == 1 for chunk in second.chunks)     # a decode and two last tokens
+
+
+def test_a_different_prompt_does_not_wait():
+    scheduler = make_scheduler()
+    scheduler.add(seq("a", SYSTEM + [1, 2]))
+    scheduler.add(seq("b", [7, 8, 9, 10]))
+    assert len(run_step(scheduler).chunks) == 2
