@@ -20,9 +20,12 @@ from router.inference import Inference
 from router.metrics import Metrics
 from router.middlewares import add_request_id_header, auth_middleware, error_middleware, request_id_middleware
 from router.openai import handlers as openai
+from router.openai.responses import handlers as responses
+from router.openai.responses.store import ResponseStore
 from router.route_table import Route, RouteTable
 from router.shards import ShardPool
 from router.state import CHAT_TEMPLATE, CONFIG, DRAIN, POOL, ROUTE_TABLE, SHARD_INFO, STATE, TOKENIZER, RouterState
+from router.state import RESPONSE_STORE
 from router.tgi import handlers as tgi
 from router.tokenizer import PromptTokenizer
 from router.validation import Validator
@@ -46,6 +49,12 @@ ROUTES = RouteTable([
     Route("POST", "/v1/chat/completions", openai.chat_completions, needs_key=True, openai=True),
     Route("POST", "/v1/completions", openai.completions, needs_key=True, openai=True),
     Route("GET", "/v1/models", openai.models, openai=True),
+    Route("POST", "/v1/responses", responses.create_response, needs_key=True, openai=True),
+    # Reading or deleting a stored response costs nothing, and only this process has it.
+    Route("GET", "/v1/responses/{response_id}", responses.retrieve_response, needs_key=True, openai=True,
+          open_while_draining=True),
+    Route("DELETE", "/v1/responses/{response_id}", responses.delete_response, needs_key=True, openai=True,
+          open_while_draining=True),
     # Pages
     Route("GET", "/playground", playground.playground),
     Route("GET", "/static/{name}", playground.static_asset),
@@ -65,6 +74,7 @@ def create_app(config: RouterConfig) -> web.Application:
     app[CONFIG] = config
     app[DRAIN] = drain
     app[ROUTE_TABLE] = ROUTES
+    app[RESPONSE_STORE] = ResponseStore.from_config(config)
     app.cleanup_ctx.extend([_shards_ctx, _tokenizer_ctx, _state_ctx])
     app.on_response_prepare.append(add_request_id_header)
     ROUTES.add_to(app)

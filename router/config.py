@@ -50,6 +50,12 @@ class RouterConfig:
     graceful_shutdown_timeout_s: float = _flag(
         25.0, "on SIGTERM: how long running requests may take to finish before they are ended with an error",
         float)
+    responses_store_max_count: int = _flag(
+        1000, "finished /v1/responses kept in this process for GET and previous_response_id (least recently "
+        "used evicted first); 0 turns the store off", int)
+    responses_store_max_bytes: int = _flag(
+        64 * 1024 * 1024, "upper bound for the kept responses' total size (their JSON, input items included)", int)
+    responses_store_ttl_s: float = _flag(3600.0, "a kept response is dropped this long after it finished", float)
 
     def __post_init__(self) -> None:
         if not self.shard_uris:
@@ -77,6 +83,11 @@ class RouterConfig:
                 raise ValueError("`max_input_tokens` must be < `max_total_tokens`")
         if self.api_key == "":
             raise ValueError("--api-key must not be empty")
+        if self.responses_store_max_count < 0:
+            raise ValueError(f"`responses_store_max_count` must be >= 0. Given: {self.responses_store_max_count}")
+        for name in ("responses_store_max_bytes", "responses_store_ttl_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be > 0. Given: {getattr(self, name)}")
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None,

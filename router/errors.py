@@ -12,6 +12,7 @@ class RouterError(Exception):
     error_type: str = "internal"
     failure_label: str = "internal"  # the `err` label of tgi_request_failure
     close_connection: bool = False  # the connection's framing cannot be trusted after this
+    param: str | None = None  # the request field at fault, for OpenAI's `error.param`
 
     def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -26,7 +27,7 @@ class RouterError(Exception):
         puts only `error.message` into its exception text (and the JS client reads it in
         streams); `error_type` stays at the top, where huggingface_hub picks its exception
         class from in streams. huggingface_hub still shows the message, inside the object."""
-        return {"error": {"message": self.message, "type": self.error_type, "param": None, "code": self.status},
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.status},
                 "error_type": self.error_type}
 
 
@@ -40,6 +41,15 @@ class ValidationError(RouterError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"Input validation error: {reason}")
         self.reason = reason
+
+
+class InvalidParameter(ValidationError):
+    """A ValidationError that names the field at fault in OpenAI's `error.param` (also what
+    a field this server does not implement gets: refused, never ignored)."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(reason)
+        self.param = param
 
 
 class TemplateError(RouterError):
@@ -140,3 +150,16 @@ class ShuttingDown(RouterError):
 
     def __init__(self, message: str = "The server is shutting down") -> None:
         super().__init__(message, headers={"Retry-After": "1"})
+
+
+class ResponseNotFound(RouterError):
+    """No stored response has this id (/v1/responses): never stored, evicted, expired,
+    deleted, or stored by another router process. OpenAI's type and wording."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    failure_label = "validation"
+
+    def __init__(self, response_id: str, param: str | None = None) -> None:
+        super().__init__(f"Response with id '{response_id[:100]}' not found.")
+        self.param = param

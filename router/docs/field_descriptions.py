@@ -52,4 +52,23 @@ DESCRIPTIONS = {
                        "with a `value`, as huggingface_hub sends them). An invalid schema gets 422",
     "suffix": "Not supported: must be empty",
     "echo": "Not supported: must be false",
+    # OpenAI's Responses fields (router/docs/responses_schemas.py: those named as chat's but meaning otherwise)
+    "input": "A user message as a string, or a list of items: messages (role user, system, developer or "
+             "assistant; text content), `function_call` items and their `function_call_output`",
+    "instructions": "A system message before the input (not carried over by `previous_response_id`)",
+    "max_output_tokens": "Most tokens to generate (default: the rest of the context); an answer cut by it is "
+                         "`incomplete`",
+    "text": "`format`: `{\"type\": \"text\"}`, `{\"type\": \"json_object\"}` (any JSON object) or "
+            "`{\"type\": \"json_schema\", \"name\", \"schema\", \"strict\"}` (output that follows the "
+            "schema); `verbosity`: `medium` only",
+    "metadata": "Up to 16 string pairs (keys up to 64 characters, values up to 512), echoed and stored",
+    "user": "Echoed", "safety_identifier": "Echoed", "prompt_cache_key": "Echoed (prompt caching is automatic)",
+    "store": "Keep the finished response in this router process for GET and `previous_response_id` "
+             "(default true; bounded by --responses-store-max-count, -max-bytes and -ttl-s)",
+    "previous_response_id": "Continue from a stored response: its input and output come before `input` "
+                            "(404 if this router process does not have it)",
+    "background": "Not supported: false or null only", "include": "Not supported: empty or null only",
+    "truncation": "Not supported: `disabled` or null only (a prompt over the context gets 422)",
+    "reasoning": "Not supported: null only", "conversation": "Not supported: null only (use `previous_response_id`)",
+    "max_tool_calls": "Not supported: null only (`parallel_tool_calls: false` makes at most one call)",
 }

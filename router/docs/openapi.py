@@ -12,6 +12,9 @@ from router.config import Limits, RouterConfig
 from router.openai import schemas as openai_schemas
 from router.docs.field_descriptions import DESCRIPTIONS
 from router.docs.response_schemas import nullable, ref, response_schemas, sse_event
+from router.docs.responses_schemas import (EXAMPLE as RESPONSES_EXAMPLE, RESPONSES_DESCRIPTIONS, RESPONSES_KINDS,
+                                           responses_paths, responses_response_schemas)
+from router.openai.responses import schemas as responses_schemas
 from router.schemas import INT_BOUNDS, LOGIT_BIAS_RANGE, MAX_LOGIT_BIAS_ENTRIES, PARAMETER_KINDS
 from router.validation import RANGES, UNSUPPORTED, Range, limit_ranges
 
@@ -84,12 +87,14 @@ _CUSTOM_KINDS = {
             **_NAMED_SCHEMA, "properties": {**_NAMED_SCHEMA["properties"], "strict": nullable({"type": "boolean"})}}),
         *_GRAMMARS]},
 }
+_CUSTOM_KINDS.update(RESPONSES_KINDS)
 
 
 def build_document(config: RouterConfig, limits: Limits, protected: frozenset[tuple[str, str]],
                    version: str) -> dict:
     """`protected`: (method, path) of the routes the API key guards (the route table's)."""
     schemas = {**_request_schemas(config, limits), **response_schemas()}
+    schemas.update(ResponsesRequest=_responses_request(), **responses_response_schemas())
     document = {
         "openapi": "3.0.3",
         "info": {"title": "sluice", "version": version, "license": {"name": "Apache 2.0"},
@@ -188,6 +193,13 @@ def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
     }
 
 
+def _responses_request() -> dict:
+    schema = _object(responses_schemas.RESPONSES_FIELDS, responses_schemas.RANGES)
+    for name, description in RESPONSES_DESCRIPTIONS.items():
+        schema["properties"][name]["description"] = description
+    return {**schema, "example": RESPONSES_EXAMPLE}
+
+
 def _paths(protected: frozenset[tuple[str, str]]) -> dict:
     tgi_errors, openai_errors = _errors("ErrorResponse"), _errors("OpenAIErrorResponse")
     paths = {
@@ -216,6 +228,7 @@ def _paths(protected: frozenset[tuple[str, str]]) -> dict:
                                             "text/event-stream": sse_event("CompletionChunk", "OpenAIErrorResponse")})},
         "/v1/models": {"get": _op("The served model", "OpenAI", ok={"application/json": ref("ModelList")},
                                   errors=openai_errors, codes=(503,))},
+        **responses_paths(_op, openai_errors),
         **_plain_routes(tgi_errors),
     }
     _secure(paths, protected, tgi_errors[401], openai_errors[401])
@@ -250,6 +263,7 @@ _ERROR_DESCRIPTIONS = {400: "Body is not JSON", 401: "Missing or wrong API key",
                        415: "Content-Type is not JSON", 422: "Input validation error", 424: "Generation error",
                        429: "Model is overloaded", 500: "Incomplete generation",
                        503: "Shutting down (on health checks: also no healthy shard)"}
+_ERROR_DESCRIPTIONS[404] = "No stored response has this id (/v1/responses)"
 
 
 def _errors(schema_name: str) -> dict[int, dict]:

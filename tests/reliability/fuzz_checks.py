@@ -1,7 +1,8 @@
 """Schemathesis checks of our own (loaded with SCHEMATHESIS_HOOKS=tests.reliability.fuzz_checks),
 beside its built-in ones: every error, before a stream or inside one, has TGI's JSON shape
 (OpenAI's object on /v1), and every stream's events match the payload schemas the document
-names in x-data-schema and end the way the route promises."""
+names in x-data-schema and end the way the route promises (the Responses API: typed,
+numbered events ending with response.completed, .incomplete or .failed)."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,19 @@ def _validator(case, schema: dict) -> OAS30Validator:
 
 def _is_openai(case) -> bool:
     return case.path.startswith("/v1/")
+
+
+def _is_responses(case) -> bool:
+    return case.path == "/v1/responses"
+
+
+def _check_responses_stream(events: list[dict], names: list[str]) -> None:
+    """OpenAI's Responses stream: named events numbered from 0, no [DONE], one last event
+    that ends the response, and nothing after a failure."""
+    assert names == [event["type"] for event in events], (names, events[:3])
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert events[-1]["type"] in ("response.completed", "response.incomplete", "response.failed"), events[-1]
+    assert all(event["type"] != "response.failed" for event in events[:-1]), "an event after a failure"
 
 
 def _check_error_body(body: dict, openai: bool) -> None:
@@ -55,6 +69,11 @@ def stream_events_conform(ctx, response, case):
     assert events, response.content[:200]
     for event in events:
         validator.validate(event)
+    if _is_responses(case):
+        assert not done, "[DONE] on a Responses stream"
+        names = [line[len("event: "):] for line in response.content.decode().split("\n") if line.startswith("event: ")]
+        _check_responses_stream(events, names)
+        return None
     last = events[-1]
     if "error" in last:
         assert not done, "[DONE] after an error"

@@ -1,0 +1,3 @@
+"""OpenAI's Responses API (POST /v1/responses, GET and DELETE /v1/responses/{id}), built on
+the chat machinery: its input items become chat messages, its tools chat's tools, and the
+generated text is read back into output items (message text, function calls)."""
