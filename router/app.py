@@ -40,6 +40,7 @@ ROUTES = RouteTable([
     Route("POST", "/generate_stream", tgi.generate_stream, needs_key=True),
     Route("POST", "/", tgi.compat_generate, needs_key=True),
     Route("POST", "/tokenize", tgi.tokenize, needs_key=True),
+    Route("POST", "/chat_tokenize", openai.chat_tokenize, needs_key=True),  # TGI's, with a chat body
     Route("GET", "/", playground.root),  # the health check; browsers get a link to the playground
     Route("GET", "/health", tgi.health),
     Route("GET", "/ping", tgi.health),
@@ -49,6 +50,7 @@ ROUTES = RouteTable([
     Route("POST", "/v1/chat/completions", openai.chat_completions, needs_key=True, openai=True),
     Route("POST", "/v1/completions", openai.completions, needs_key=True, openai=True),
     Route("GET", "/v1/models", openai.models, openai=True),
+    Route("GET", "/v1/models/{model_id:.+}", openai.model, openai=True),
     Route("POST", "/v1/responses", responses.create_response, needs_key=True, openai=True),
     # Reading or deleting a stored response costs nothing, and only this process has it.
     Route("GET", "/v1/responses/{response_id}", responses.retrieve_response, needs_key=True, openai=True,

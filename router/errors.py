@@ -152,6 +152,18 @@ class ShuttingDown(RouterError):
         super().__init__(message, headers={"Retry-After": "1"})
 
 
+class ModelNotFound(RouterError):
+    """GET /v1/models/{id} for a model this server does not serve. OpenAI's type and wording."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    failure_label = "validation"
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"The model `{model_id[:200]}` does not exist")
+        self.param = "model"
+
+
 class ResponseNotFound(RouterError):
     """No stored response has this id (/v1/responses): never stored, evicted, expired,
     deleted, or stored by another router process. OpenAI's type and wording."""

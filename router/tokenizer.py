@@ -34,14 +34,17 @@ class PromptTokenizer:
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return (await self._encode(text, add_special_tokens)).ids
 
-    async def tokenize_json(self, text: str, max_input_tokens: int, dumps: Callable[[object], str]) -> bytes:
+    async def tokenize_json(self, text: str, max_input_tokens: int, dumps: Callable[[object], str],
+                            add_special_tokens: bool = True) -> bytes:
         """TGI's /tokenize answer, serialized: offsets are byte offsets into `text`. All of
         it runs in the pool, since every part grows with the text."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._tokenize_json, text, max_input_tokens, dumps)
+        return await loop.run_in_executor(self._executor, self._tokenize_json, text, max_input_tokens, dumps,
+                                          add_special_tokens)
 
-    def _tokenize_json(self, text: str, max_input_tokens: int, dumps: Callable[[object], str]) -> bytes:
-        encoding = self._encode_in_worker(text)
+    def _tokenize_json(self, text: str, max_input_tokens: int, dumps: Callable[[object], str],
+                       add_special_tokens: bool) -> bytes:
+        encoding = self._encode_in_worker(text, add_special_tokens)
         if len(encoding) > max_input_tokens:  # len(): no list of a million ids just to refuse them
             raise ValidationError(f"`inputs` must have less than {max_input_tokens} tokens. "
                                   f"Given: {len(encoding)}")

@@ -170,8 +170,8 @@ def _object(fields: dict[str, str], ranges: dict[str, Range], required: tuple[st
 
 def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
     tgi_ranges = {**RANGES, **limit_ranges(limits)}
-    openai_ranges = {**openai_schemas.RANGES, "n": Range(1, config.max_client_batch_size), "top_logprobs": tgi_ranges["top_n_tokens"],
-                     "stop": tgi_ranges["stop"], "stop_length": tgi_ranges["stop_length"]}
+    openai_ranges = {**openai_schemas.RANGES, "n": Range(1, config.max_client_batch_size),
+                     "top_logprobs": tgi_ranges["top_n_tokens"], "stop": tgi_ranges["stop"], "stop_length": tgi_ranges["stop_length"]}
     completion_ranges = {**openai_ranges, "logprobs": tgi_ranges["top_n_tokens"],
                          "prompt": Range(1, config.max_client_batch_size)}
     inputs = {"type": "string", "description": "The prompt"}
@@ -226,8 +226,17 @@ def _paths(protected: frozenset[tuple[str, str]]) -> dict:
                                         errors=openai_errors, ok={
                                             "application/json": ref("Completion"),
                                             "text/event-stream": sse_event("CompletionChunk", "OpenAIErrorResponse")})},
+        "/chat_tokenize": {"post": _op("TGI's: the prompt a chat body renders to (tools included), and its tokens",
+                                       "Text Generation", body="ChatRequest", errors=tgi_errors,
+                                       codes=(400, 413, 415, 422, 429, 503),
+                                       ok={"application/json": ref("ChatTokenizeResponse")})},
         "/v1/models": {"get": _op("The served model", "OpenAI", ok={"application/json": ref("ModelList")},
                                   errors=openai_errors, codes=(503,))},
+        "/v1/models/{model_id}": {"get": {**_op("The served model by its id (which may hold a `/`), else 404",
+                                                "OpenAI", ok={"application/json": ref("Model")},
+                                                errors=openai_errors, codes=(404, 503)),
+                                          "parameters": [{"name": "model_id", "in": "path", "required": True,
+                                                          "schema": {"type": "string"}}]}},
         **responses_paths(_op, openai_errors),
         **_plain_routes(tgi_errors),
     }
@@ -263,7 +272,7 @@ _ERROR_DESCRIPTIONS = {400: "Body is not JSON", 401: "Missing or wrong API key",
                        415: "Content-Type is not JSON", 422: "Input validation error", 424: "Generation error",
                        429: "Model is overloaded", 500: "Incomplete generation",
                        503: "Shutting down (on health checks: also no healthy shard)"}
-_ERROR_DESCRIPTIONS[404] = "No stored response has this id (/v1/responses)"
+_ERROR_DESCRIPTIONS[404] = "No stored response (/v1/responses), or no model (/v1/models), has this id"
 
 
 def _errors(schema_name: str) -> dict[int, dict]:

@@ -94,8 +94,10 @@ def _openai_schemas() -> dict[str, dict]:
         "ChatCompletionChunk": answer({"delta": message}, "One SSE event; the stream ends with `data: [DONE]`"),
         "Completion": answer({"text": _STR}, "`object` is text_completion"),
         "CompletionChunk": answer({"text": _STR}, "One SSE event; the stream ends with `data: [DONE]`"),
-        "ModelList": _object({"object": _STR, "data": {"type": "array", "items": _object(
-            {"id": _STR, "object": _STR, "created": _INT, "owned_by": _STR})}}),
+        "ModelList": _object({"object": _STR, "data": {"type": "array", "items": ref("Model")}}),
+        "Model": _object({"id": _STR, "object": _STR, "created": _INT, "owned_by": _STR}),
+        "ChatTokenizeResponse": _object({"tokenize_response": {"type": "array", "items": ref("SimpleToken")},
+                                         "templated_text": _STR}),
         "OpenAIErrorResponse": _object(
             {"error": _object({"message": _STR, "type": _STR, "param": nullable(_STR), "code": _INT}),
              "error_type": _STR}, additionalProperties=False,

@@ -12,7 +12,7 @@ import time
 from aiohttp import web
 
 from router.chat_template import ChatTemplate
-from router.errors import RouterError
+from router.errors import ModelNotFound, RouterError
 from router.inference import Timing
 from router.json_body import dumps
 from router.lifecycle import count_request, read_json, record_success, send_stream, timing_headers, validate, version
@@ -81,6 +81,28 @@ def choices(valid: ValidRequest, n: int) -> list[ValidRequest]:
 
 async def models(request: web.Request) -> web.Response:
     return web.json_response(models_json(request.app[STATE].model_id), dumps=dumps)
+
+
+async def model(request: web.Request) -> web.Response:
+    """GET /v1/models/{model_id}: the served model, or 404 (its id may hold a `/`)."""
+    served = models_json(request.app[STATE].model_id)["data"][0]
+    if request.match_info["model_id"] != served["id"]:
+        raise ModelNotFound(request.match_info["model_id"])
+    return web.json_response(served, dumps=dumps)
+
+
+async def chat_tokenize(request: web.Request) -> web.Response:
+    """TGI's POST /chat_tokenize: a chat body's prompt as the template renders it (tools
+    included) and its tokens, without generating. TGI's error shape; admitted, since
+    rendering and tokenizing grow with the messages."""
+    state = request.app[STATE]
+    chat = parse_chat(await read_json(request))
+    with state.admission.admit(1):
+        prompt = await asyncio.to_thread(_render, state.chat_template, chat)
+        tokens = await state.tokenizer.tokenize_json(prompt, state.limits.max_input_tokens, dumps,
+                                                     add_special_tokens=False)
+    body = b'{"tokenize_response":' + tokens + b',"templated_text":' + dumps(prompt).encode("utf-8") + b"}"
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _answer(request: web.Request, output_format: type[Format], params: OpenAIParameters, valids: list[ValidRequest],
