@@ -60,6 +60,7 @@ class Generation:
     tokens: tuple[Token, ...]
     top_tokens: tuple[tuple[Token, ...], ...]
     finished: Finished
+    prefill_top_tokens: tuple[tuple[Token, ...], ...] = ()
 
     @property
     def mean_logprob(self) -> float:
@@ -162,19 +163,21 @@ class ShardRun:
 class _Collector:
     def __init__(self) -> None:
         self.prefill: tuple[Token, ...] = ()
+        self.prefill_top_tokens: tuple[tuple[Token, ...], ...] = ()
         self.tokens: list[Token] = []
         self.top_tokens: list[tuple[Token, ...]] = []
         self.finished: Finished | None = None
 
     def add(self, delta: TokenDelta) -> None:
         self.prefill = self.prefill or delta.prefill_tokens
+        self.prefill_top_tokens = self.prefill_top_tokens or delta.prefill_top_tokens
         self.tokens.append(delta.token)
         self.top_tokens.append(delta.top_tokens)
         self.finished = delta.finished or self.finished
 
     def generation(self) -> Generation:
         return Generation(prefill=self.prefill, tokens=tuple(self.tokens), top_tokens=tuple(self.top_tokens),
-                          finished=self.finished)
+                          finished=self.finished, prefill_top_tokens=self.prefill_top_tokens)
 
 
 async def _indexed(source: AsyncGenerator[T, None]) -> AsyncGenerator[tuple[int, T], None]:

@@ -71,6 +71,8 @@ class GenerateRequest:
     # TGI's serde(skip) field: false for chat prompts, whose template already holds the
     # special tokens.
     add_special_tokens: bool = True
+    # A prompt sent as token ids (/v1/completions): used as they are, `inputs` is ignored.
+    input_ids: tuple[int, ...] | None = None
 
 
 # JSON kind of each parameter; the names are the Rust types TGI deserializes into. The

@@ -31,6 +31,12 @@ class PromptTokenizer:
         """Token ids are below this (added tokens included)."""
         return self._tokenizer.get_vocab_size(with_added_tokens=True)
 
+    async def decode(self, ids: tuple[int, ...]) -> str:
+        """A token-id prompt's text (special tokens kept), in the pool: it grows with the ids."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: self._tokenizer.decode(list(ids),
+                                                                                       skip_special_tokens=False))
+
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return (await self._encode(text, add_special_tokens)).ids
 

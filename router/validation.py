@@ -124,13 +124,13 @@ class Validator:
         params = request.parameters
         _check_sampling(params)
         _check_stopping(params, self._limits)
-        if request.inputs == "":
+        if request.inputs == "" and request.input_ids is None:
             raise ValidationError("`inputs` cannot be empty")
         max_input = self._limits.max_input_tokens
         if params.truncate is not None and params.truncate not in limit_ranges(self._limits)["truncate"]:
             raise ValidationError(f"`truncate` must be strictly positive and less than {max_input}. "
                                   f"Given: {params.truncate}")
-        input_ids = await self._tokenizer.encode(request.inputs, request.add_special_tokens)
+        inputs, input_ids = await self._prompt(request)
         if params.truncate is not None:
             input_ids = input_ids[-params.truncate:]  # left truncation: keep the end
         max_new_tokens = resolve_max_new_tokens(len(input_ids), params.max_new_tokens, self._limits)
@@ -139,8 +139,23 @@ class Validator:
             grammar = await asyncio.to_thread(check_grammar, params.grammar, self._limits.max_grammar_length)
             params = dataclasses.replace(params, grammar=grammar)
         _check_unsupported(params)
-        return ValidRequest(inputs=request.inputs, parameters=params, input_ids=tuple(input_ids),
+        return ValidRequest(inputs=inputs, parameters=params, input_ids=tuple(input_ids),
                             max_new_tokens=max_new_tokens)
+
+    async def _prompt(self, request: GenerateRequest) -> tuple[str, list[int]]:
+        """The prompt's text and ids: encoded, or as sent (then its text decoded)."""
+        if request.input_ids is None:
+            return request.inputs, await self._tokenizer.encode(request.inputs, request.add_special_tokens)
+        vocab_size = self._tokenizer.vocab_size
+        if not request.input_ids:
+            raise ValidationError("`prompt` cannot be an empty list of token ids")
+        if len(request.input_ids) > self._limits.max_input_tokens:   # before decoding them
+            raise ValidationError(f"`inputs` must have less than {self._limits.max_input_tokens} tokens. "
+                                  f"Given: {len(request.input_ids)}")
+        if max(request.input_ids) >= vocab_size:
+            raise ValidationError(f"`prompt` holds token id {max(request.input_ids)}, but this model's "
+                                  f"vocabulary has {vocab_size} tokens")
+        return await self._tokenizer.decode(request.input_ids), list(request.input_ids)
 
 
 def _check_sampling(params: GenerateParameters) -> None:

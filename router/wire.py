@@ -63,6 +63,7 @@ class TokenDelta:
     prefill_tokens: tuple[Token, ...]
     finished: Finished | None
     queue_time_s: float
+    prefill_top_tokens: tuple[tuple[Token, ...], ...] = ()  # with prefill_tokens and top_n_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,8 @@ def to_token_delta(message: shard_pb2.GenerateResponse) -> TokenDelta:
             seed=generated.seed if generated.HasField("seed") else None)
     return TokenDelta(token=_token(message.token), top_tokens=tuple(map(_token, message.top_tokens)),
                       prefill_tokens=tuple(map(_token, message.prefill_tokens)), finished=finished,
-                      queue_time_s=message.queue_time_ns / 1e9)
+                      queue_time_s=message.queue_time_ns / 1e9,
+                      prefill_top_tokens=tuple(tuple(map(_token, top.tokens)) for top in message.prefill_top_tokens))
 
 
 def _token(token: shard_pb2.Token) -> Token:

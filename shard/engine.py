@@ -48,6 +48,7 @@ class TokenEvent:
     token: TokenInfo | None = None
     top_tokens: tuple[TokenInfo, ...] = ()
     prefill_tokens: tuple[TokenInfo, ...] = ()
+    prefill_top_tokens: tuple[tuple[TokenInfo, ...], ...] = ()   # with prefill_tokens and top_n_tokens
     queue_time_s: float | None = None
     finished: Finished | None = None
     error: str | None = None
@@ -73,6 +74,7 @@ class _Tracked:
     detokenizer: IncrementalDetokenizer
     stops: StopMatcher
     prefill_logprobs: list[float] = field(default_factory=list)
+    prefill_top_tokens: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
 
 
 Publish = Callable[[list[TokenEvent]], None]
@@ -187,6 +189,7 @@ class Engine:
             if tracked is None:
                 continue
             tracked.prefill_logprobs.extend(result.prefill_logprobs)
+            tracked.prefill_top_tokens.extend(result.prefill_top_tokens)
             if result.token_id is None:
                 continue
             error = self._advance_grammar(chunk.seq, result.token_id)
@@ -210,11 +213,13 @@ class Engine:
         if not seq.status.is_finished and not special and tracked.stops.feed(text):
             self.scheduler.finish(seq, FinishReason.STOP_SEQUENCE)
         first = len(seq.output_ids) == 1
+        with_prefill = first and seq.prefill_logprobs
         event = TokenEvent(
             seq.request_id,
             TokenInfo(result.token_id, text, result.logprob, special),
             tuple(self._info(t, lp) for t, lp in result.top_tokens),
-            self._prefill_tokens(tracked) if first and seq.prefill_logprobs else (),
+            self._prefill_tokens(tracked) if with_prefill else (),
+            self._prefill_top_tokens(tracked) if with_prefill and seq.top_n_tokens else (),
             (seq.first_scheduled_s or seq.arrival_s) - seq.arrival_s if first else None,
             self._finished(tracked) if seq.status.is_finished else None)
         if seq.status.is_finished:
@@ -230,6 +235,10 @@ class Engine:
     def _prefill_tokens(self, tracked: _Tracked) -> tuple[TokenInfo, ...]:
         logprobs = [math.nan] + tracked.prefill_logprobs
         return tuple(self._info(t, lp) for t, lp in zip(tracked.seq.prompt_ids, logprobs))
+
+    def _prefill_top_tokens(self, tracked: _Tracked) -> tuple[tuple[TokenInfo, ...], ...]:
+        tops = [(), *tracked.prefill_top_tokens]     # nothing precedes the first token
+        return tuple(tuple(self._info(t, lp) for t, lp in top) for top in tops)
 
     def _info(self, token_id: int, logprob: float) -> TokenInfo:
         return TokenInfo(token_id, token_text(self.tokenizer, token_id), logprob,

@@ -20,6 +20,7 @@ class ChunkResult:
     logprob: float = math.nan
     top_tokens: tuple[tuple[int, float], ...] = ()
     prefill_logprobs: tuple[float, ...] = ()   # for prompt positions start+1 .. end-1(+1)
+    prefill_top_tokens: tuple[tuple[tuple[int, float], ...], ...] = ()   # the same positions' top_n
     error: str | None = None             # this request alone could not sample: it fails
 
 
@@ -83,13 +84,13 @@ class ModelRunner:
                       if sampling else ())
         results = []
         for chunk, row, (first, count) in zip(chunks, sample_rows, prompt_rows):
-            prefill = self._prompt_logprobs(chunk, logits[first:first + count]) if (
-                chunk.seq.prefill_logprobs and count) else ()
+            prefill, prefill_top = self._prompt_logprobs(chunk, logits[first:first + count]) if (
+                chunk.seq.prefill_logprobs and count) else ((), ())
             if row is None:
-                results.append(ChunkResult(None, prefill_logprobs=prefill))
+                results.append(ChunkResult(None, prefill_logprobs=prefill, prefill_top_tokens=prefill_top))
                 continue
             token_id, logprob, top, error = next(picked)
-            results.append(ChunkResult(token_id, logprob, tuple(top), prefill, error))
+            results.append(ChunkResult(token_id, logprob, tuple(top), prefill, prefill_top, error))
         return results
 
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, selected: list[int]):
@@ -116,15 +117,21 @@ class ModelRunner:
             errors[i] = error
         return TokenMask(rows, allowed), errors
 
-    def _prompt_logprobs(self, chunk: Chunk, logits: torch.Tensor) -> tuple[float, ...]:
-        """Logprob of each prompt token after position `start`, given what precedes it."""
+    def _prompt_logprobs(self, chunk: Chunk, logits: torch.Tensor):
+        """Logprob of each prompt token after position `start`, given what precedes it, and
+        with top_n_tokens the most likely tokens there ((id, logprob) pairs)."""
         seq = chunk.seq
         last = min(chunk.end, seq.num_prompt - 1)       # predict tokens start+1 .. last
         if last <= chunk.start:
-            return ()
+            return (), ()
         targets = torch.tensor(seq.prompt_ids[chunk.start + 1:last + 1], device=logits.device)
         logprobs = torch.log_softmax(logits[:targets.numel()].float(), dim=-1)
-        return tuple(logprobs.gather(1, targets[:, None])[:, 0].tolist())
+        chosen = tuple(logprobs.gather(1, targets[:, None])[:, 0].tolist())
+        if not seq.top_n_tokens:
+            return chosen, ()
+        values, ids = torch.topk(logprobs, seq.top_n_tokens, dim=-1)
+        return chosen, tuple(tuple(zip(row_ids, row_values)) for row_ids, row_values in zip(ids.tolist(),
+                                                                                        values.tolist()))
 
     def _row_request(self, chunk: Chunk) -> RowRequest:
         seq = chunk.seq

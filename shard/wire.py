@@ -49,7 +49,8 @@ def to_response(event: TokenEvent) -> shard_pb2.GenerateResponse:
     response = shard_pb2.GenerateResponse(
         token=_token(event.token),
         top_tokens=[_token(t) for t in event.top_tokens],
-        prefill_tokens=[_token(t) for t in event.prefill_tokens])
+        prefill_tokens=[_token(t) for t in event.prefill_tokens],
+        prefill_top_tokens=[shard_pb2.TopTokens(tokens=[_token(t) for t in top]) for top in event.prefill_top_tokens])
     if event.queue_time_s is not None:
         response.queue_time_ns = int(event.queue_time_s * 1e9)
     if event.finished is not None:

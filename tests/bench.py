@@ -75,7 +75,7 @@ async def one_stream(session: aiohttp.ClientSession, url: str, prompt: str,
         async for line in response.content:
             if line.startswith(b"data:") and not line.startswith(b"data: [DONE]"):
                 arrivals.append(time.perf_counter())
-                if b'"error"' in line[:12]:
+                if b'{"error"' in line[:16]:
                     raise RuntimeError(line.decode())
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
     return StreamTiming(arrivals[0] - started, gaps, len(arrivals))

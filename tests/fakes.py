@@ -133,6 +133,10 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
                 message.queue_time_ns = self.script.queue_time_ns
                 if request.prefill_logprobs:
                     message.prefill_tokens.extend(self._prefill(request.input_ids))
+                    if request.top_n_tokens:   # the first prompt token has no alternatives
+                        message.prefill_top_tokens.extend(
+                            [shard_pb2.TopTokens()] + [shard_pb2.TopTokens(tokens=self._top_tokens(request.top_n_tokens))
+                                                       for _ in request.input_ids[1:]])
             if reason is not None:
                 message.generated_text.CopyFrom(shard_pb2.GeneratedText(
                     text="".join(texts), generated_tokens=index + 1, finish_reason=reason, seed=seed))

@@ -27,7 +27,8 @@ DESCRIPTIONS = {
     "adapter_id": "Not supported: refused with 422",
     # OpenAI's fields
     "model": "Any name: this server serves one model", "messages": "The conversation so far",
-    "prompt": "A prompt, or several (one choice each)", "max_tokens": "Most tokens to generate per choice",
+    "prompt": "A prompt, or several (one choice each): text, or token ids (a list of integers, or a list of "
+              "such lists)", "max_tokens": "Most tokens to generate per choice",
     "max_completion_tokens": "The newer name of `max_tokens`, used when that is absent",
     "n": "Choices per prompt, each its own generation (prompts x n at most --max-client-batch-size)",
     "logit_bias": "Token id (as a string) -> a bias from -100 to 100 added to its logit before sampling: "
@@ -51,7 +52,9 @@ DESCRIPTIONS = {
                        "follows the schema). Also TGI's grammar objects (`json`, `json_object` or `regex` "
                        "with a `value`, as huggingface_hub sends them). An invalid schema gets 422",
     "suffix": "Not supported: must be empty",
-    "echo": "Not supported: must be false",
+    "echo": "Put the prompt before the answer; with `logprobs`, the prompt tokens' logprobs and alternatives "
+            "first (null for the first token). With `max_tokens: 0`, the prompt alone is scored (lm-eval's "
+            "loglikelihood). Not when streaming",
     # OpenAI's Responses fields (router/docs/responses_schemas.py: those named as chat's but meaning otherwise)
     "input": "A user message as a string, or a list of items: messages (role user, system, developer or "
              "assistant; text content), `function_call` items and their `function_call_output`",

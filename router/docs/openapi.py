@@ -63,7 +63,10 @@ _CUSTOM_KINDS = {
                                "text": nullable({"type": "string"})}}}]})}}},
     "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "prompt": {"oneOf": [{"type": "string", "minLength": 1},
-                         {"type": "array", "items": {"type": "string", "minLength": 1}}]},
+                         {"type": "array", "items": {"type": "string", "minLength": 1}},
+                         {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                         {"type": "array", "items": {"type": "array", "minItems": 1,
+                                                     "items": {"type": "integer", "minimum": 0}}}]},
     "stream_options": {"type": "object", "properties": {"include_usage": nullable({"type": "boolean"})}},
     "any": {},
     "tools": {"type": "array", "items": {"type": "object", "required": ["function"], "properties": {
@@ -76,9 +79,9 @@ _CUSTOM_KINDS = {
             "type": nullable({"type": "string", "enum": ["function"]}),
             "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}]},
     "empty_string": {"type": "string", "maxLength": 0},
+    "false": {"type": "boolean", "enum": [False]},
     "logit_bias": {"type": "object", "maxProperties": MAX_LOGIT_BIAS_ENTRIES, "additionalProperties": {
         "type": "number", "minimum": LOGIT_BIAS_RANGE[0], "maximum": LOGIT_BIAS_RANGE[1]}},
-    "false": {"type": "boolean", "enum": [False]},
     "grammar": {"anyOf": _GRAMMARS, "example": {"type": "json", "value": _EXAMPLE_SCHEMA}},
     # anyOf: a `value` (TGI's form) wins over `json_schema` when both are sent.
     "response_format": {"anyOf": [
@@ -172,7 +175,7 @@ def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
     tgi_ranges = {**RANGES, **limit_ranges(limits)}
     openai_ranges = {**openai_schemas.RANGES, "n": Range(1, config.max_client_batch_size),
                      "top_logprobs": tgi_ranges["top_n_tokens"], "stop": tgi_ranges["stop"], "stop_length": tgi_ranges["stop_length"]}
-    completion_ranges = {**openai_ranges, "logprobs": tgi_ranges["top_n_tokens"],
+    completion_ranges = {**openai_ranges, "logprobs": tgi_ranges["top_n_tokens"], "max_tokens": Range(0, None),
                          "prompt": Range(1, config.max_client_batch_size)}
     inputs = {"type": "string", "description": "The prompt"}
     parameters = nullable({**_object(PARAMETER_KINDS, tgi_ranges), "description": "Generation parameters"})
@@ -188,6 +191,8 @@ def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
                             "properties": {"inputs": inputs, "parameters": unchecked}},
         "ChatRequest": {**_object(openai_schemas.CHAT_FIELDS, openai_ranges, required=("messages",)),
                         "example": EXAMPLES["chat"]},
+        # Like /tokenize: the fields' JSON types are checked, not their ranges.
+        "ChatTokenizeRequest": _object(openai_schemas.CHAT_FIELDS, {}, required=("messages",), validated=False),
         "CompletionRequest": {**_object(openai_schemas.COMPLETION_FIELDS, completion_ranges, required=("prompt",)),
                               "example": EXAMPLES["completion"]},
     }
@@ -227,7 +232,7 @@ def _paths(protected: frozenset[tuple[str, str]]) -> dict:
                                             "application/json": ref("Completion"),
                                             "text/event-stream": sse_event("CompletionChunk", "OpenAIErrorResponse")})},
         "/chat_tokenize": {"post": _op("TGI's: the prompt a chat body renders to (tools included), and its tokens",
-                                       "Text Generation", body="ChatRequest", errors=tgi_errors,
+                                       "Text Generation", body="ChatTokenizeRequest", errors=tgi_errors,
                                        codes=(400, 413, 415, 422, 429, 503),
                                        ok={"application/json": ref("ChatTokenizeResponse")})},
         "/v1/models": {"get": _op("The served model", "OpenAI", ok={"application/json": ref("ModelList")},
@@ -236,7 +241,8 @@ def _paths(protected: frozenset[tuple[str, str]]) -> dict:
                                                 "OpenAI", ok={"application/json": ref("Model")},
                                                 errors=openai_errors, codes=(404, 503)),
                                           "parameters": [{"name": "model_id", "in": "path", "required": True,
-                                                          "schema": {"type": "string"}}]}},
+                                                          "schema": {"type": "string", "minLength": 1,
+                                                                     "pattern": "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?$"}}]}},
         **responses_paths(_op, openai_errors),
         **_plain_routes(tgi_errors),
     }

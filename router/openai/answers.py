@@ -8,9 +8,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from router.tgi.answers import token_json  # TGI adds its token object to chunks
 from router.validation import ValidRequest
+
+if TYPE_CHECKING:
+    from router.inference import Generation
+    from router.openai.schemas import OpenAIParameters
 from router.wire import Finished, Token
 
 # OpenAI's stand-in for a logprob of -inf (JSON has no infinity; chat requires a number).
@@ -113,6 +118,22 @@ class Answer:
 def usage_json(num_prompt_tokens: int, num_completion_tokens: int) -> dict:
     return {"prompt_tokens": num_prompt_tokens, "completion_tokens": num_completion_tokens,
             "total_tokens": num_prompt_tokens + num_completion_tokens}
+
+
+def echoed(valid: ValidRequest, generation: Generation, text: str, params: OpenAIParameters
+           ) -> tuple[str, dict | None]:
+    """A completion with `echo`: the prompt before the answer (with max_tokens 0 the prompt
+    alone), and with logprobs the prompt's tokens first, the first of them with null."""
+    scored = params.max_tokens == 0
+    full_text = valid.inputs + ("" if scored else text)
+    if params.num_top_logprobs is None:
+        return full_text, None
+    tokens = generation.prefill + (() if scored else generation.tokens)
+    prompt_tops = generation.prefill_top_tokens or ((),) * len(generation.prefill)
+    tops = prompt_tops + (() if scored else generation.top_tokens)
+    logprobs = CompletionFormat.logprobs(tokens, tops, 0)
+    logprobs["token_logprobs"][0] = logprobs["top_logprobs"][0] = None
+    return full_text, logprobs
 
 
 def num_prompt_tokens(valids: Sequence[ValidRequest], n: int | None) -> int:

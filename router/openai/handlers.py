@@ -16,14 +16,14 @@ from router.errors import ModelNotFound, RouterError
 from router.inference import Timing
 from router.json_body import dumps
 from router.lifecycle import count_request, read_json, record_success, send_stream, timing_headers, validate, version
-from router.openai.answers import (Answer, ChatFormat, CompletionFormat, Format, finish_reason, models_json,
+from router.openai.answers import (Answer, ChatFormat, CompletionFormat, Format, echoed, finish_reason, models_json,
                                    num_prompt_tokens, usage_json)
 from router.openai.schemas import (ChatRequest, OpenAIParameters, check_before_admission, parse_chat, parse_completion,
                                    to_generate_parameters)
 from router.openai.stream import send_choices
 from router.openai.tool_prompt import prompt_inputs
 from router.openai.tool_stream import ToolCallOutput
-from router.schemas import GenerateRequest
+from router.schemas import GenerateParameters, GenerateRequest
 from router.sse import EventStream
 from router.state import REQUEST_ID, STATE
 from router.stops import cut_at_stop
@@ -64,9 +64,15 @@ async def completions(request: web.Request) -> web.StreamResponse:
         with state.admission.admit(len(completion.prompts) * num_choices):
             generate_parameters = to_generate_parameters(params)
             valids = [choice for prompt in completion.prompts
-                      for choice in choices(await validate(state, GenerateRequest(prompt, generate_parameters), timing),
-                                            num_choices)]
+                      for choice in choices(await validate(state, _generate_request(prompt, generate_parameters),
+                                                           timing), num_choices)]
             return await _answer(request, CompletionFormat, params, valids, timing)
+
+
+def _generate_request(prompt: str | tuple[int, ...], parameters: GenerateParameters) -> GenerateRequest:
+    if isinstance(prompt, str):
+        return GenerateRequest(prompt, parameters)
+    return GenerateRequest("", parameters, input_ids=prompt)
 
 
 def choices(valid: ValidRequest, n: int) -> list[ValidRequest]:
@@ -125,6 +131,8 @@ async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParam
         if params.num_top_logprobs is not None:
             logprobs = answer.format.logprobs(generation.tokens, generation.top_tokens, 0)
         text = cut_at_stop(generation.finished.text, valid.parameters.stop)
+        if params.echo:
+            text, logprobs = echoed(valid, generation, text, params)
         if tool_outputs is None:
             choices.append(answer.format.choice(index, text, finish_reason(generation.finished), logprobs))
         else:
@@ -133,7 +141,7 @@ async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParam
             choices.append(ChatFormat.message_choice(index, message, output.finish_reason(generation.finished),
                                                      logprobs))
     prompt_tokens = num_prompt_tokens(valids, params.n)
-    num_generated = sum(generation.finished.generated_tokens for generation in generations)
+    num_generated = 0 if params.max_tokens == 0 else sum(g.finished.generated_tokens for g in generations)
     record_success(state.metrics, request, timing, prompt_tokens, num_generated,
                    generations[0].finished.finish_reason)
     headers = {"x-compute-type": state.config.compute_type}

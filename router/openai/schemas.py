@@ -38,6 +38,7 @@ class OpenAIParameters:
     logit_bias: tuple[tuple[int, float], ...] = ()
     min_tokens: int | None = None  # vLLM's extensions, as native min_new_tokens and ignore_eos_token
     ignore_eos: bool = False
+    echo: bool = False  # completions: the prompt (and with logprobs its tokens') before the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
-    prompts: tuple[str, ...]
+    prompts: tuple[str | tuple[int, ...], ...]  # text, or token ids
     parameters: OpenAIParameters
 
 
@@ -64,7 +65,7 @@ _SHARED_FIELDS = {"model": "any", **_KINDS, "max_completion_tokens": "u32", "sto
 CHAT_FIELDS = {**_SHARED_FIELDS, "messages": "messages", "logprobs": "bool", "top_logprobs": "u32",
                "tools": "tools", "tool_choice": "tool_choice", "parallel_tool_calls": "bool"}
 COMPLETION_FIELDS = {**_SHARED_FIELDS, "prompt": "prompt", "logprobs": "u32", "suffix": "empty_string",
-                     "echo": "false"}
+                     "echo": "bool"}
 
 # Ranges as the checks below and TGI's validation (after to_generate_parameters) apply
 # them: temperature 0 means greedy, and top_p 1 means "off". One gap a range cannot show:
@@ -103,10 +104,14 @@ def parse_completion(body: Any) -> CompletionRequest:
         raise shape_error("missing field `prompt`")
     if convert("suffix", body.get("suffix"), "string"):
         raise ValidationError("Suffix is not supported and can be achieved by preprocessing the prompt.")
-    if convert("echo", body.get("echo"), "bool"):
-        raise ValidationError("`echo` is not supported by this server")
+    echo = bool(convert("echo", body.get("echo"), "bool"))
     logprobs = convert("logprobs", body.get("logprobs"), "u32")
-    return CompletionRequest(_prompts(body["prompt"]), _parameters(body, logprobs))
+    parameters = dataclasses.replace(_parameters(body, logprobs), echo=echo)
+    if echo and parameters.stream:
+        raise ValidationError("`echo` is not supported with `stream`")
+    if parameters.max_tokens == 0 and not echo:
+        raise ValidationError("`max_tokens` must be strictly positive (0 only with `echo`, to score the prompt)")
+    return CompletionRequest(_prompts(body["prompt"]), parameters)
 
 
 def _parameters(body: dict[str, Any], num_top_logprobs: int | None) -> OpenAIParameters:
@@ -168,7 +173,7 @@ def check_before_admission(params: OpenAIParameters, limits: Limits, *, max_num_
         what = "Number of prompts" if (params.n or 1) == 1 else "Number of prompts x `n`"
         raise ValidationError(f"{what} exceeds the maximum allowed batch size of {max_num_choices}. "
                               f"Given: {num_prompts * (params.n or 1)}")
-    if params.max_tokens is not None and params.max_tokens not in RANGES["max_tokens"]:
+    if params.max_tokens is not None and params.max_tokens not in RANGES["max_tokens"] and not params.echo:
         raise ValidationError("`max_tokens` must be strictly positive")
     if params.max_tokens is not None and (params.min_tokens or 0) > params.max_tokens:
         raise ValidationError(f"`min_tokens` must be <= `max_tokens`. Given: {params.min_tokens} and {params.max_tokens}")
@@ -185,7 +190,9 @@ def to_generate_parameters(params: OpenAIParameters) -> GenerateParameters:
         do_sample=not greedy, temperature=None if greedy else params.temperature,
         top_p=None if greedy or params.top_p == 1.0 else params.top_p,
         frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
-        max_new_tokens=params.max_tokens, stop=params.stop, grammar=params.grammar,
+        # max_tokens 0 (echo: score the prompt) still generates one token, left out of the answer.
+        max_new_tokens=1 if params.max_tokens == 0 else params.max_tokens, stop=params.stop, grammar=params.grammar,
+        decoder_input_details=params.echo and params.num_top_logprobs is not None,
         seed=params.seed, top_n_tokens=params.num_top_logprobs or None, details=True,
         min_new_tokens=params.min_tokens, ignore_eos_token=params.ignore_eos, logit_bias=params.logit_bias)
 
@@ -213,15 +220,25 @@ def _content(path: str, content: Any) -> str:
     return "".join(texts)
 
 
-def _prompts(prompt: Any) -> tuple[str, ...]:
+def _prompts(prompt: Any) -> tuple[str | tuple[int, ...], ...]:
+    """A string, a list of strings, a list of token ids, or a list of such lists."""
     if isinstance(prompt, str):
         return (prompt,)
     prompts = _list("prompt", prompt)
     if not prompts:
         raise shape_error("Empty array detected. Do not use an empty array for the prompt.")
-    if not all(isinstance(item, str) for item in prompts):
-        raise ValidationError("`prompt` must be a string or a list of strings: token id prompts are not supported")
-    return tuple(prompts)
+    if all(isinstance(item, str) for item in prompts):
+        return tuple(prompts)
+    if all(_is_token_id(item) for item in prompts):
+        return (tuple(prompts),)
+    if all(isinstance(item, list) and item and all(map(_is_token_id, item)) for item in prompts):
+        return tuple(tuple(item) for item in prompts)
+    raise ValidationError("`prompt` must be a string, a list of strings, a list of token ids (integers >= 0) "
+                          "or a list of non-empty such lists")
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
 
 
 def _object(value: Any, path: str = "") -> dict[str, Any]:
