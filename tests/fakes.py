@@ -107,7 +107,7 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
                 await asyncio.sleep(0.005)
             async for message in self._messages(request, context):
                 yield message
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # grpc closes the generator when the client left
             self.cancelled.append(request.request_id)
             raise
         finally:
