@@ -152,26 +152,28 @@ class ShuttingDown(RouterError):
         super().__init__(message, headers={"Retry-After": "1"})
 
 
-class ModelNotFound(RouterError):
-    """GET /v1/models/{id} for a model this server does not serve. OpenAI's type and wording."""
+class NotFound(RouterError):
+    """An id in the path or body that names nothing here. OpenAI's type."""
 
     status = 404
     error_type = "invalid_request_error"
     failure_label = "validation"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ModelNotFound(NotFound):
+    """GET /v1/models/{id} for a model this server does not serve. OpenAI's wording."""
 
     def __init__(self, model_id: str) -> None:
-        super().__init__(f"The model `{model_id[:200]}` does not exist")
-        self.param = "model"
+        super().__init__(f"The model `{model_id[:200]}` does not exist", "model")
 
 
-class ResponseNotFound(RouterError):
+class ResponseNotFound(NotFound):
     """No stored response has this id (/v1/responses): never stored, evicted, expired,
-    deleted, or stored by another router process. OpenAI's type and wording."""
-
-    status = 404
-    error_type = "invalid_request_error"
-    failure_label = "validation"
+    deleted, or stored by another router process. OpenAI's wording."""
 
     def __init__(self, response_id: str, param: str | None = None) -> None:
-        super().__init__(f"Response with id '{response_id[:100]}' not found.")
-        self.param = param
+        super().__init__(f"Response with id '{response_id[:100]}' not found.", param)
