@@ -7,15 +7,7 @@ from __future__ import annotations
 
 import math
 
-import openai
-import pytest
-
 from tests.e2e.test_parameters import PROMPT, generate
-
-
-@pytest.fixture(scope="module")
-def sdk(stack_url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack_url + "/v1", api_key="unused", max_retries=0)
 
 
 def prompt_ids(stack_url) -> list[int]:

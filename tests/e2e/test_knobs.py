@@ -5,17 +5,9 @@ min_tokens keeps an answer going past where the model ends it; ignore_eos runs t
 max_tokens."""
 from __future__ import annotations
 
-import openai
-import pytest
-
 from tests.e2e.test_parameters import PROMPT, generate
 
 QUESTION = [{"role": "user", "content": "Say hi."}]
-
-
-@pytest.fixture(scope="module")
-def sdk(stack_url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack_url + "/v1", api_key="unused", max_retries=0)
 
 
 def token_ids(out: dict) -> list[int]:

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import openai
 import pytest
 from huggingface_hub import InferenceClient
 
@@ -22,11 +21,6 @@ def check_node_setup() -> None:
     """`make test` installs the Node packages; without them these tests fail, never skip."""
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "@huggingface" / "inference").is_dir():
         pytest.fail("Node.js or the packages in tests/node are missing: run `make test-deps`")
-
-
-@pytest.fixture(scope="module")
-def sdk(stack_url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack_url + "/v1", api_key="unused", max_retries=0)
 
 
 def test_chat_without_max_tokens_ends_by_itself(sdk):

@@ -22,11 +22,6 @@ CITY = {"type": "object", "required": ["city", "country"], "additionalProperties
     "city": {"type": "string", "maxLength": 30}, "country": {"type": "string", "maxLength": 30}}}
 
 
-@pytest.fixture(scope="module")
-def sdk(stack_url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack_url + "/v1", api_key="unused", max_retries=0)
-
-
 def text_of(response) -> str:
     [message] = response.output
     assert message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")

@@ -14,10 +14,8 @@ from enum import Enum
 from typing import Annotated
 
 import jsonschema
-import openai
 import pydantic
 import pytest
-from huggingface_hub import InferenceClient
 from text_generation import Client
 from text_generation.types import Grammar, GrammarType
 
@@ -88,16 +86,6 @@ def check_json(text: str, schema: dict) -> dict:
     value = json.loads(text)
     jsonschema.validate(value, schema)
     return value
-
-
-@pytest.fixture(scope="module")
-def sdk(stack_url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack_url + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def hub(stack_url) -> InferenceClient:
-    return InferenceClient(stack_url)
 
 
 @pytest.mark.parametrize("model, question", [

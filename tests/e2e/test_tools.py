@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 
 import jsonschema
-import openai
 import pytest
-from huggingface_hub import InferenceClient
 
 MAX_TOKENS = 200
 WEATHER_PARAMETERS = {"type": "object", "required": ["city", "unit"], "additionalProperties": False, "properties": {
@@ -28,16 +26,6 @@ TOOLS = [
 ]
 SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
 QUESTION = [{"role": "user", "content": "What is the weather like in Paris today?"}]
-
-
-@pytest.fixture(scope="module")
-def sdk(stack_url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack_url + "/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def hub(stack_url) -> InferenceClient:
-    return InferenceClient(stack_url)
 
 
 def check_call(name: str, arguments: str | dict, allowed: tuple[str, ...] = tuple(SCHEMAS)) -> dict:
