@@ -57,6 +57,8 @@ ROUTES = RouteTable([
           open_while_draining=True),
     Route("DELETE", "/v1/responses/{response_id}", responses.delete_response, needs_key=True, openai=True,
           open_while_draining=True),
+    Route("GET", "/v1/responses/{response_id}/input_items", responses.list_input_items, needs_key=True,
+          openai=True, open_while_draining=True),
     # Pages
     Route("GET", "/playground", playground.playground),
     Route("GET", "/static/{name}", playground.static_asset),

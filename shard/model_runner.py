@@ -3,6 +3,7 @@ and picks the next tokens (within each constrained request's grammar)."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,9 @@ class ModelRunner:
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
         self.greedy = model.backend.greedy
+        # A step's masks depend only on tokens already taken: this thread fills them while
+        # the forward runs (llguidance releases the GIL), so they add nothing to the step.
+        self._mask_thread = ThreadPoolExecutor(1, thread_name_prefix="token-mask")
 
     def forget(self, request_id: str) -> None:
         self._generators.pop(request_id, None)
@@ -42,9 +46,21 @@ class ModelRunner:
         for copy in plan.copies:
             self.cache.copy_prefix(copy.source_slot, copy.target_slot, copy.num_tokens)
         step, sample_rows, prompt_rows = self._build_inputs(plan)
-        hidden = self.model.forward(step, self.cache)
-        logits = self.model.logits(hidden)
-        return self._pick(plan.chunks, logits, sample_rows, prompt_rows)
+        sampling = [c for c, r in zip(plan.chunks, sample_rows) if r is not None]
+        pending = self._start_masks(sampling)
+        try:
+            logits = self.model.logits(self.model.forward(step, self.cache))
+        finally:
+            # Joined even when the forward fails: nothing may advance a grammar while its
+            # mask is being written.
+            masks = pending.result() if pending else (None, [None] * len(sampling))
+        return self._pick(plan.chunks, logits, sample_rows, prompt_rows, masks)
+
+    def _start_masks(self, chunks: list[Chunk]) -> Future | None:
+        """The constrained rows' masks, being filled; None when no row is constrained."""
+        if all(c.seq.constraint is None for c in chunks):
+            return None
+        return self._mask_thread.submit(self._token_mask, chunks, self.model.vocab_size)
 
     # -- inputs ------------------------------------------------------------------------
     def _build_inputs(self, plan: StepPlan):
@@ -78,9 +94,9 @@ class ModelRunner:
         return step, sample_rows, prompt_rows
 
     # -- outputs -----------------------------------------------------------------------
-    def _pick(self, chunks, logits, sample_rows, prompt_rows) -> list[ChunkResult]:
+    def _pick(self, chunks, logits, sample_rows, prompt_rows, masks) -> list[ChunkResult]:
         sampling = [(c, r) for c, r in zip(chunks, sample_rows) if r is not None]
-        picked = iter(self._sample([c for c, _ in sampling], logits, [r for _, r in sampling])
+        picked = iter(self._sample([c for c, _ in sampling], logits, [r for _, r in sampling], masks)
                       if sampling else ())
         results = []
         for chunk, row, (first, count) in zip(chunks, sample_rows, prompt_rows):
@@ -93,13 +109,14 @@ class ModelRunner:
             results.append(ChunkResult(token_id, logprob, tuple(top), prefill, prefill_top, error))
         return results
 
-    def _sample(self, chunks: list[Chunk], logits: torch.Tensor, selected: list[int]):
-        """Per sampling chunk: (token id, logprob, top tokens, error)."""
+    def _sample(self, chunks: list[Chunk], logits: torch.Tensor, selected: list[int],
+                masks: tuple[TokenMask | None, list[str | None]]):
+        """Per sampling chunk: (token id, logprob, top tokens, error); `masks` as _token_mask's."""
         rows = [self._row_request(c) for c in chunks]
         # Most steps sample every row: no copy of the [rows, vocab] matrix then. (A mask
         # writes into these rows; no prompt logprob is read from a row that samples.)
         chosen = logits if selected == list(range(logits.shape[0])) else logits[selected]
-        mask, grammar_errors = self._token_mask(chunks, chosen.shape[1])
+        mask, grammar_errors = masks
         sampled = sample(chosen, rows, self.greedy, mask)
         errors = [g or e for g, e in zip(grammar_errors, sampled.errors or [None] * len(rows))]
         return zip(sampled.token_ids, sampled.logprobs, sampled.top_tokens, errors)

@@ -10,7 +10,8 @@ it prints figures and asserts nothing.
     make bench ARGS="--device cuda --shape llama3.1-8b"   # random weights, a named shape
     make bench ARGS="--concurrency 32 --constrained 8"
                           # and 32 streams, 8 of them held by a JSON Schema grammar: the
-                          # other 24's per-token latency beside the all-unconstrained run's
+                          # other 24's per-token latency beside an all-unconstrained run's,
+                          # every stream to max_new_tokens, twice, alternating
 """
 from __future__ import annotations
 
@@ -50,13 +51,16 @@ class StreamTiming:
 BENCH_SCHEMA = {"type": "array", "minItems": 64, "items": {"type": "string", "maxLength": 12}}
 
 
-def request_for(api: str, prompt: str, max_new_tokens: int, constrained: bool = False) -> tuple[str, dict]:
-    """The path and body of one streamed greedy request in each server's own API."""
-    if constrained:
+def request_for(api: str, prompt: str, max_new_tokens: int, kind: str = "plain") -> tuple[str, dict]:
+    """The path and body of one streamed greedy request in each server's own API. `kind`
+    "fixed" runs to max_new_tokens whatever EOS says; "constrained" too, held by BENCH_SCHEMA."""
+    if kind != "plain":
         if api != "tgi":
             raise ValueError("--constrained drives sluice's own API")
-        return "/generate_stream", {"inputs": prompt, "parameters": {
-            "max_new_tokens": max_new_tokens, "grammar": {"type": "json", "value": BENCH_SCHEMA}}}
+        parameters = {"max_new_tokens": max_new_tokens, "ignore_eos_token": True}
+        if kind == "constrained":
+            parameters["grammar"] = {"type": "json", "value": BENCH_SCHEMA}
+        return "/generate_stream", {"inputs": prompt, "parameters": parameters}
     if api == "llamacpp":
         return "/completion", {"prompt": prompt, "n_predict": max_new_tokens, "stream": True,
                                "temperature": 0, "cache_prompt": True}
@@ -67,8 +71,8 @@ def request_for(api: str, prompt: str, max_new_tokens: int, constrained: bool = 
 
 
 async def one_stream(session: aiohttp.ClientSession, url: str, prompt: str,
-                     max_new_tokens: int, api: str = "tgi", constrained: bool = False) -> StreamTiming:
-    path, body = request_for(api, prompt, max_new_tokens, constrained)
+                     max_new_tokens: int, api: str = "tgi", kind: str = "plain") -> StreamTiming:
+    path, body = request_for(api, prompt, max_new_tokens, kind)
     started = time.perf_counter()
     arrivals = []
     async with session.post(url + path, json=body) as response:
@@ -87,17 +91,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_level(url: str, concurrency: int, max_new_tokens: int, api: str = "tgi",
-                    num_constrained: int = 0) -> dict:
+                    num_constrained: int = 0, fixed_length: bool = False) -> dict:
     """The level's figures; with `num_constrained`, also those of its "constrained" streams
-    (the first ones) and of the "unconstrained" rest apart."""
+    (the first ones) and of the "unconstrained" rest apart. With `fixed_length` (implied by
+    `num_constrained`) every stream runs to max_new_tokens: the batch is the same whoever
+    holds a grammar, so only the grammars' cost can tell two runs apart."""
+    fixed = "fixed" if fixed_length or num_constrained else "plain"
     timeout = aiohttp.ClientTimeout(total=1800)
     async with aiohttp.ClientSession(timeout=timeout,
                                      connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:
-        await one_stream(session, url, chatml(QUESTIONS[0]), 4, api, num_constrained > 0)  # warm the path
+        await one_stream(session, url, chatml(QUESTIONS[0]), 4, api,  # warm the path
+                         "constrained" if num_constrained else fixed)
         started = time.perf_counter()
         timings = await asyncio.gather(*(
             one_stream(session, url, chatml(QUESTIONS[i % len(QUESTIONS)]), max_new_tokens, api,
-                       i < num_constrained)
+                       "constrained" if i < num_constrained else fixed)
             for i in range(concurrency)))
         wall_s = time.perf_counter() - started
     figures = summarize(timings, wall_s, concurrency)
@@ -152,6 +160,7 @@ def print_table(rows: list[dict], hf: dict[int, float]) -> None:
 
 
 def print_constrained(rows: list[dict], mixed: list[dict]) -> None:
+    """Each pair ran back to back, every stream to max_new_tokens."""
     print("\n| streams | constrained | unconstrained streams' per-token p50 / p99 ms "
           "(all unconstrained: p50 / p99) | constrained streams' per-token p50 / p99 ms | tok/s (all unconstrained) |")
     print("|---|---|---|---|---|")
@@ -198,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
                           __import__("pathlib").Path("/tmp/sluice-bench.log"))
         url = f"http://127.0.0.1:{port}"
         process.wait_for(lambda: http_ok(url + "/health"), 600, "launcher")
-    rows, other, mixed = [], [], []
+    rows, other, fixed, mixed = [], [], [], []
     try:
         # Interleave the two servers level by level, so drift on a shared machine hits both.
         for concurrency in args.concurrency:
             rows.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens)))
-            if args.constrained:
+            # Twice, alternating: a shared machine's drift shows as the spread of the pairs.
+            for _ in range(2 if args.constrained else 0):
+                fixed.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens, fixed_length=True)))
                 mixed.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens,
                                                    num_constrained=min(args.constrained, concurrency))))
             if args.compare_url:
@@ -225,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                          args.max_new_tokens, dtype, args.device, dummy=bool(args.shape))
     print_table(rows, hf)
     if mixed:
-        print_constrained(rows, mixed)
+        print_constrained(fixed, mixed)
     if other:
         print_ratios(rows, other, args.compare_api)
-    print(json.dumps({"sluice": rows, "constrained": mixed, "other": other, "hf_generate_tok_s": hf}),
+    print(json.dumps({"sluice": rows, "fixed_length": fixed, "constrained": mixed, "other": other,
+                      "hf_generate_tok_s": hf}),
           file=sys.stderr)
     return 0
 

@@ -1,7 +1,7 @@
 """The Responses API's part of the OpenAPI document: the JSON Schema of the request kinds
 router/openai/responses/schemas.py parses by hand (RESPONSES_FIELDS names them), the
 descriptions of the fields whose meaning differs from chat's, the Response object, its
-stream events and the deletion answer, and the three operations. openapi.py renders the
+stream events, the deletion answer and the list of input items, and the four operations. openapi.py renders the
 request from the field table, as for every other route; the fuzz test validates real
 answers against these."""
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from router.docs.response_schemas import nullable, ref, sse_event
+from router.openai.responses.input_items import DEFAULT_LIMIT, LIMITS, ORDERS
 from router.openai.responses.items import ROLES, TEXT_PARTS
 
 _STR, _INT, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
@@ -27,13 +28,14 @@ def _text(part_types: tuple[str, ...]) -> dict:
     return {"oneOf": [_STR, {"type": "array", "items": part}]}
 
 
+# `id`: kept (a Response's output items sent back keep theirs), else given when stored.
 _ITEMS = {"anyOf": [
     _object(("role", "content"), type={"type": "string", "enum": ["message"]},
-            role={"type": "string", "enum": list(ROLES)}, content=_text(TEXT_PARTS)),
+            role={"type": "string", "enum": list(ROLES)}, content=_text(TEXT_PARTS), id=nullable(_STR)),
     _object(("type", "call_id", "name", "arguments"), type={"type": "string", "enum": ["function_call"]},
-            call_id=_STR, name=_STR, arguments=_STR),
+            call_id=_STR, name=_STR, arguments=_STR, id=nullable(_STR)),
     _object(("type", "call_id", "output"), type={"type": "string", "enum": ["function_call_output"]},
-            call_id=_STR, output=_text(("input_text",)))]}
+            call_id=_STR, output=_text(("input_text",)), id=nullable(_STR))]}
 
 _FORMATS = [
     _object(("type",), type={"type": "string", "enum": ["text"]}),
@@ -105,6 +107,22 @@ def _response() -> dict:
         "description": "`status` completed, or incomplete (`incomplete_details.reason` max_output_tokens)"}
 
 
+def _listed_item() -> dict:
+    """An item of GET .../input_items (input_items.listed): a message (one text part), a call
+    or a call's output."""
+    part = _object(("type", "text"), type={"type": "string", "enum": ["input_text", "output_text"]}, text=_STR,
+                   annotations={"type": "array", "items": {}}, logprobs={"type": "array", "items": {}})
+    common = {"id": _STR, "status": {"type": "string", "enum": ["completed"]}}
+    return {"oneOf": [
+        _object(("id", "type", "status", "role", "content"), type={"type": "string", "enum": ["message"]},
+                role={"type": "string", "enum": list(ROLES)}, content={"type": "array", "items": part}, **common),
+        _object(("id", "type", "status", "call_id", "name", "arguments"),
+                type={"type": "string", "enum": ["function_call"]}, call_id=_STR, name=_STR, arguments=_STR,
+                **common),
+        _object(("id", "type", "status", "call_id", "output"),
+                type={"type": "string", "enum": ["function_call_output"]}, call_id=_STR, output=_STR, **common)]}
+
+
 EVENT_TYPES = ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
                "response.output_text.delta", "response.output_text.done", "response.content_part.done",
                "response.function_call_arguments.delta", "response.function_call_arguments.done",
@@ -121,17 +139,36 @@ def responses_response_schemas() -> dict[str, dict]:
         "ResponseStreamEvent": {**event, "description": "One SSE event (`event: <type>`, `data: {json}`), numbered "
                                 "from 0; the last is response.completed, response.incomplete or response.failed"},
         "ResponseDeleted": _object(("id", "object", "deleted"), id=_STR, object=_STR, deleted=_BOOL),
+        "ResponseInputItem": _listed_item(),
+        "ResponseItemList": {**_object(
+            ("object", "data", "first_id", "last_id", "has_more"), object={"type": "string", "enum": ["list"]},
+            data={"type": "array", "items": ref("ResponseInputItem")}, first_id=nullable(_STR),
+            last_id=nullable(_STR), has_more=_BOOL),
+            "description": "`first_id` and `last_id` are null on an empty page"},
     }
 
 
+def _page_parameters() -> list[dict]:
+    low, high = LIMITS
+    return [
+        {"name": "order", "in": "query", "required": False, "description": "`desc` (the default): newest first",
+         "schema": {"type": "string", "enum": list(ORDERS), "default": "desc"}},
+        {"name": "limit", "in": "query", "required": False, "description": "Items per page",
+         "schema": {"type": "integer", "minimum": low, "maximum": high, "default": DEFAULT_LIMIT}},
+        {"name": "after", "in": "query", "required": False, "schema": _STR,
+         "description": "An item id of this response's input: the page starts after it, in `order`"}]
+
+
 def responses_paths(operation: Callable[..., dict], errors: dict) -> dict:
-    """The three operations, `operation` being openapi.py's _op."""
+    """The four operations, `operation` being openapi.py's _op."""
     path_id = [{"name": "response_id", "in": "path", "required": True, "schema": _STR,
                 "description": "A `resp_…` id this router made"}]
     retrieve = operation("A stored response (this router process's store only)", "OpenAI", errors=errors,
                          codes=(404, 422), ok={"application/json": ref("Response")})
     delete = operation("Delete a stored response", "OpenAI", errors=errors, codes=(404,),
                        ok={"application/json": ref("ResponseDeleted")})
+    input_items = operation("The input items of a stored response, earlier turns (previous_response_id) included",
+                            "OpenAI", errors=errors, codes=(404, 422), ok={"application/json": ref("ResponseItemList")})
     return {
         "/v1/responses": {"post": operation(
             "OpenAI responses: SSE (typed events) when `stream` is true", "OpenAI", body="ResponsesRequest",
@@ -139,4 +176,5 @@ def responses_paths(operation: Callable[..., dict], errors: dict) -> dict:
             ok={"application/json": ref("Response"), "text/event-stream": sse_event("ResponseStreamEvent")})},
         "/v1/responses/{response_id}": {"get": {**retrieve, "parameters": path_id},
                                         "delete": {**delete, "parameters": path_id}},
+        "/v1/responses/{response_id}/input_items": {"get": {**input_items, "parameters": path_id + _page_parameters()}},
     }

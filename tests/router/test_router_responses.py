@@ -3,7 +3,8 @@ gRPC: the typed event stream (order, `event:` lines, sequence numbers, deltas jo
 the text, every event and Response valid against the openai SDK's own pydantic types),
 function calls (argument fragments joining exactly, wherever the token boundaries fall),
 incomplete answers, the store (GET, DELETE, 404, store off, eviction by count, bytes and
-age), previous_response_id making the same prompt as the conversation sent whole, refused
+age), the input items a stored response lists (OpenAI's shapes, ids, pages, refused queries),
+previous_response_id making the same prompt as the conversation sent whole, refused
 fields, admission, failures and drains after the headers, keep-alive and disconnects."""
 
 from __future__ import annotations
@@ -494,3 +495,82 @@ def test_a_client_leaving_cancels_the_shard_call(stack):
     client.close()
     assert wait_until(lambda: stack.fake.cancelled == [call.request_id for call in stack.fake.requests], 1.0)
     assert wait_until(lambda: stack.state.admission.num_in_flight == 0, 1.0)
+
+
+# GET /v1/responses/{id}/input_items.
+
+def input_items(stack, response_id: str, **query) -> requests.Response:
+    return requests.get(f"{stack.url}/v1/responses/{response_id}/input_items", params=query, timeout=5)
+
+
+def test_input_items_list_the_whole_conversation_in_openai_shapes(stack):
+    stack.fake.script.output_texts = [" the", " cat"]
+    first = post(stack, input=HISTORY, instructions="rules").json()
+    follow_up = post(stack, input="more", previous_response_id=first["id"]).json()
+    listed = input_items(stack, follow_up["id"], order="asc").json()
+    types.ResponseItemList.model_validate(listed)
+    data = listed["data"]
+    assert [item["type"] for item in data] == ["message", "function_call", "function_call_output", "message",
+                                               "message", "message"]
+    assert all(item["status"] == "completed" for item in data) and len({item["id"] for item in data}) == 6
+    assert [item["id"].split("_")[0] for item in data] == ["msg", "fc", "fco", "msg", "msg", "msg"]
+    # The earlier turn under the ids it had: its input as listed for it, its output item as answered.
+    assert data[:4] == input_items(stack, first["id"], order="asc").json()["data"]
+    assert data[4] == {"id": first["output"][0]["id"], "type": "message", "status": "completed",
+                       "role": "assistant", "content": [{"type": "output_text", "text": " the cat",
+                                                         "annotations": [], "logprobs": []}]}
+    assert data[1] == {"id": data[1]["id"], "type": "function_call", "status": "completed", "call_id": "call_1",
+                       "name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert data[2] == {"id": data[2]["id"], "type": "function_call_output", "status": "completed",
+                       "call_id": "call_1", "output": "sunny"}
+    # The parts of a message are joined, as the prompt read them.
+    assert data[3]["role"] == "developer" and data[3]["content"] == [{"type": "input_text", "text": "be brief"}]
+    assert data[5]["content"] == [{"type": "input_text", "text": "more"}]  # instructions are no item
+    assert (listed["first_id"], listed["last_id"], listed["has_more"]) == (data[0]["id"], data[-1]["id"], False)
+
+
+def test_input_items_pages_by_order_limit_and_after(stack):
+    body = post(stack, input=[{"role": "user", "content": str(n)} for n in range(5)]).json()
+    newest_first = input_items(stack, body["id"]).json()  # desc by default, 20 a page
+    assert [item["content"][0]["text"] for item in newest_first["data"]] == ["4", "3", "2", "1", "0"]
+    ids = [item["id"] for item in newest_first["data"]]
+    page = input_items(stack, body["id"], limit=2, after=ids[1]).json()
+    assert [item["id"] for item in page["data"]] == ids[2:4] and page["has_more"] is True
+    assert (page["first_id"], page["last_id"]) == (ids[2], ids[3])
+    last = input_items(stack, body["id"], limit=2, after=ids[3]).json()
+    assert [item["id"] for item in last["data"]] == ids[4:] and last["has_more"] is False
+    empty = input_items(stack, body["id"], after=ids[4]).json()
+    assert empty == {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+    # The SDK's auto-paging follows `after` through every page.
+    client = sdk(stack)
+    assert [item.id for item in client.responses.input_items.list(body["id"], limit=2, order="asc")] == ids[::-1]
+
+
+def test_items_keep_their_own_ids_unless_taken(stack):
+    sent = [{"type": "message", "id": "msg_mine", "role": "user", "content": "a"},
+            {"type": "message", "id": "msg_mine", "role": "assistant", "content": "b"}]
+    body = post(stack, input=sent).json()
+    ids = [item["id"] for item in input_items(stack, body["id"], order="asc").json()["data"]]
+    assert ids[0] == "msg_mine" and ids[1].startswith("msg_") and ids[1] != "msg_mine"
+    assert post(stack, input=[{"role": "user", "content": "a", "id": 3}]).status_code == 422
+
+
+@pytest.mark.parametrize("query, param", [({"limit": 0}, "limit"), ({"limit": 101}, "limit"),
+                                          ({"limit": "ten"}, "limit"), ({"order": "up"}, "order"),
+                                          ({"after": "msg_unknown"}, "after"), ({"before": "msg_1"}, "before"),
+                                          ({"include": "message.output_text.logprobs"}, "include")])
+def test_input_items_refuse_a_bad_query_by_name(stack, query, param):
+    response = input_items(stack, post(stack).json()["id"], **query)
+    assert response.status_code == 422 and response.json()["error"]["param"] == param, response.text
+
+
+def test_input_items_of_an_unknown_or_deleted_response_are_404(stack):
+    assert not_found(input_items(stack, "resp_unknown"), "resp_unknown")
+    body = post(stack).json()
+    assert input_items(stack, body["id"]).status_code == 200
+    assert requests.delete(f"{stack.url}/v1/responses/{body['id']}", timeout=5).status_code == 200
+    assert not_found(input_items(stack, body["id"]), body["id"])
+    with pytest.raises(openai.NotFoundError):
+        sdk(stack).responses.input_items.list(body["id"])
+    unstored = post(stack, store=False).json()
+    assert not_found(input_items(stack, unstored["id"]), unstored["id"])

@@ -1,4 +1,5 @@
-"""POST /v1/responses, GET and DELETE /v1/responses/{response_id}. Creating one takes chat's
+"""POST /v1/responses, GET and DELETE /v1/responses/{response_id}, and GET
+/v1/responses/{response_id}/input_items (input_items.py). Creating one takes chat's
 path (router/openai/handlers.py): parse, checks that need no tokenizer (the stored
 conversation of `previous_response_id` too, 404 before any permit), an admission permit
 (429 at once), render the items as chat messages in a worker thread, validate, lease a
@@ -19,6 +20,7 @@ from router.inference import ShardRun, Timing
 from router.json_body import dumps
 from router.lifecycle import count_request, read_json, record_success, relay, send_stream, timing_headers, validate
 from router.openai.responses.events import ResponseDraft, ResponseEventStream, final_event, lifecycle_event
+from router.openai.responses.input_items import page, parse_page_query, with_ids
 from router.openai.responses.items import Item, parse_items, to_messages
 from router.openai.responses.output import OutputAssembler
 from router.openai.responses.schemas import ResponsesRequest, parse_responses
@@ -69,6 +71,15 @@ async def delete_response(request: web.Request) -> web.Response:
     return web.json_response({"id": response_id, "object": "response", "deleted": True}, dumps=dumps)
 
 
+async def list_input_items(request: web.Request) -> web.Response:
+    query = parse_page_query(request.query)
+    response_id = request.match_info["response_id"]
+    stored = request.app[RESPONSE_STORE].get(response_id)
+    if stored is None:
+        raise ResponseNotFound(response_id)
+    return web.json_response(page(stored.input_items, query), dumps=dumps)
+
+
 def _history(store: ResponseStore, previous_response_id: str | None) -> tuple[Item, ...]:
     """The conversation a follow-up continues: the stored response's input, then its output
     (its instructions are not carried over, as OpenAI does)."""
@@ -87,9 +98,9 @@ def _render(template: ChatTemplate, items: tuple[Item, ...], parsed: ResponsesRe
 
 def _keep(request: web.Request, response: dict, items: tuple[Item, ...]) -> None:
     """Store a finished response (unless `store` is false or the store is off) with the
-    input items of its whole conversation."""
+    input items of its whole conversation, each with an id (for GET .../input_items)."""
     if response["store"]:
-        request.app[RESPONSE_STORE].put(response, items)
+        request.app[RESPONSE_STORE].put(response, with_ids(items))
 
 
 async def _answer_json(request: web.Request, draft: ResponseDraft, items: tuple[Item, ...], valid: ValidRequest,

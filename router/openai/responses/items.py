@@ -23,7 +23,8 @@ Item = dict[str, Any]
 def parse_input(raw: Any) -> tuple[Item, ...]:
     """`input` as plain items: `{"type": "message", "role", "content": <text>}`,
     `{"type": "function_call", "call_id", "name", "arguments"}` and
-    `{"type": "function_call_output", "call_id", "output": <text>}`."""
+    `{"type": "function_call_output", "call_id", "output": <text>}`, each with its `id` when
+    it came with one."""
     if isinstance(raw, str):
         return ({"type": "message", "role": "user", "content": raw},)
     if not isinstance(raw, list):
@@ -41,6 +42,14 @@ def _item(path: str, raw: Any) -> Item:
     kind = convert(f"{path}.type", item.get("type", "message" if "role" in item else None), "string")
     if kind is None:
         raise shape_error(f"{path}: missing field `type`")
+    plain = _plain(path, kind, item)
+    # An item's own id (a Response's output sent back, say) is kept, so that the stored
+    # conversation names each item as the client knows it (GET .../input_items).
+    item_id = convert(f"{path}.id", item.get("id"), "string")
+    return plain if item_id is None else {**plain, "id": item_id}
+
+
+def _plain(path: str, kind: str, item: Item) -> Item:
     if kind == "message":
         return _message(path, item)
     if kind == "function_call":
