@@ -37,9 +37,10 @@ class ValidationError(RouterError):
     status = 422
     error_type = "validation"
     failure_label = "validation"
+    prefix = "Input validation error: "
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"Input validation error: {reason}")
+        super().__init__(self.prefix + reason)
         self.reason = reason
 
 
@@ -50,6 +51,13 @@ class InvalidParameter(ValidationError):
     def __init__(self, param: str, reason: str) -> None:
         super().__init__(reason)
         self.param = param
+
+
+class ToolError(ValidationError):
+    """TGI's tool_error: a request whose tools cannot be served as asked."""
+
+    error_type = "tool_error"
+    prefix = "Tool error: "
 
 
 class TemplateError(RouterError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.config import Limits
-from router.errors import ValidationError
+from router.errors import ToolError, ValidationError
 from router.openai.tool_prompt import check_tool_fields
 from router.openai.tools import Tools, parse_tools
 from router.schemas import (GenerateParameters, Grammar, convert, describe, grammar_type, parse_grammar,
@@ -93,8 +93,8 @@ def parse_chat(body: Any) -> ChatRequest:
     if tools is None:
         return ChatRequest(messages, parameters)
     if parameters.grammar is not None:
-        raise ValidationError("`response_format` cannot be used with `tools`: a tool call's grammar is its "
-                              "parameters schema (use tool_choice `none` for a response_format)")
+        # TGI's words; tool_choice `none` drops the tools, and response_format then holds.
+        raise ToolError("Grammar and tools are mutually exclusive")
     return ChatRequest(messages, dataclasses.replace(parameters, grammar=tools.grammar()), tools)
 
 

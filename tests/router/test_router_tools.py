@@ -293,10 +293,18 @@ BAD = [
     ({"tools": [{"function": {"name": "no_tool"}}]}, "`no_tool` is reserved"),
     ({"tools": [{"function": {"name": "a", "parameters": {"type": "banana"}}}], "tool_choice": "required"},
      "tools is not valid"),
-    ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "`response_format` cannot be used with `tools`"),
+    ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "Tool error: Grammar and tools are mutually exclusive"),
     ({"messages": [{"role": "assistant", "tool_calls": [{"id": "x"}]}]}, "tool_calls[0]: missing field `function`"),
     ({"messages": [{"role": "tool", "tool_call_id": 3, "content": "x"}]}, "messages[0].tool_call_id: invalid type"),
 ]
+
+
+def test_response_format_with_tools_is_tgis_tool_error(stack):
+    """TGI's exact answer; with tool_choice `none` the tools drop and response_format holds."""
+    response = chat(stack, tools=[WEATHER], response_format={"type": "json_object"})
+    assert response.status_code == 422 and response.json()["error_type"] == "tool_error"
+    assert response.json()["error"]["message"] == "Tool error: Grammar and tools are mutually exclusive"
+    assert chat(stack, tools=[WEATHER], tool_choice="none", response_format={"type": "json_object"}).status_code == 200
 
 
 @pytest.mark.parametrize("extra, message", BAD)
