@@ -96,11 +96,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def partition_cpus(cpus: set[int], num_replicas: int) -> list[frozenset[int] | None]:
+    """One disjoint share of the launcher's CPUs per replica, so two replicas never take
+    each other's cores; None (all of them, the shards' governors dividing them) where
+    there are fewer CPUs than replicas, or one replica."""
+    if num_replicas == 1 or len(cpus) < num_replicas:
+        return [None] * num_replicas
+    ordered, shares, start = sorted(cpus), [], 0
+    for index in range(num_replicas):
+        size = len(ordered) // num_replicas + (index < len(ordered) % num_replicas)
+        shares.append(frozenset(ordered[start:start + size]))
+        start += size
+    return shares
+
+
 class ShardProcess:
     """One shard process; echoes its output and notices when it is ready."""
 
-    def __init__(self, index: int, port: int, args: tuple[str, ...]):
-        self.index, self.port, self.args = index, port, args
+    def __init__(self, index: int, port: int, args: tuple[str, ...],
+                 cpus: frozenset[int] | None = None):
+        self.index, self.port, self.args, self.cpus = index, port, args, cpus
         self.ready = threading.Event()
         self.process: subprocess.Popen | None = None
 
@@ -112,6 +127,10 @@ class ShardProcess:
         # shards after the router has drained, not under the router's open streams.
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, bufsize=1, process_group=0)
+        if self.cpus is not None:
+            # Before the interpreter has imported torch: its threads, made later, inherit
+            # the mask (a preexec_fn is unsafe beside the launcher's own threads).
+            os.sched_setaffinity(self.process.pid, self.cpus)
         threading.Thread(target=self._echo, args=(self.process,), daemon=True).start()
 
     def _echo(self, process: subprocess.Popen) -> None:
@@ -153,7 +172,8 @@ def run(args: LaunchArgs) -> int:
     # SIGHUP too: the shards' own process group keeps a closing terminal's from them.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
-    shards = [ShardProcess(i, free_port(), args.shard_args) for i in range(args.num_replicas)]
+    shares = partition_cpus(os.sched_getaffinity(0), args.num_replicas)
+    shards = [ShardProcess(i, free_port(), args.shard_args, shares[i]) for i in range(args.num_replicas)]
     router = None
     try:
         # The first shard converts the default model once; the others then find it cached.

@@ -57,7 +57,8 @@ class ShardConfig:
     waiting_served_ratio: float = _flag(0.0, "join the batch only when waiting >= ratio x "
                                         "running (0: join at every step)", float)
     max_waiting_tokens: int = _flag(20, "steps after which waiting requests join regardless", int)
-    num_threads: int | None = _flag(None, "torch intra-op threads (default: all cores)", int)
+    num_threads: int | None = _flag(None, "the forward's compute threads, fixed (default: the CPUs "
+                                    "this process may use, less those other processes keep busy)", int)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -139,6 +139,8 @@ class Engine:
         except BaseException:
             self._crashed = True
             raise
+        finally:
+            self.runner.close()
 
     def _loop(self) -> None:
         while not self._stopping.is_set():

@@ -12,6 +12,8 @@ class ShardMetrics:
         kw = {"registry": registry} if registry is not None else {}
         self.queue_size = Gauge("sluice_shard_queue_size", "Requests waiting for a slot", **kw)
         self.batch_size = Gauge("sluice_shard_batch_size", "Requests in the running batch", **kw)
+        self.compute_threads = Gauge("sluice_shard_compute_threads",
+                                     "Threads the forward runs on (shard/threads.py)", **kw)
         self.kv_tokens_used = Gauge("sluice_shard_kv_tokens_used",
                                     "KV cache tokens reserved by running requests", **kw)
         self.step_duration = Histogram("sluice_shard_step_duration_seconds",

@@ -12,6 +12,7 @@ from shard.kv_cache import KVCache
 from shard.models.llama import LlamaModel, PrefillSpan, StepInputs
 from shard.sampling import RowRequest, TokenMask, sample
 from shard.scheduler import Chunk, StepPlan
+from shard.threads import ThreadGovernor
 from shard.token_masks import allowed_tokens
 
 
@@ -27,22 +28,30 @@ class ChunkResult:
 
 class ModelRunner:
     def __init__(self, model: LlamaModel, cache: KVCache, device: torch.device,
-                 eos_token_ids: frozenset[int] = frozenset()):
+                 eos_token_ids: frozenset[int] = frozenset(), threads: ThreadGovernor | None = None):
         self.model = model
         self._eos_token_ids = tuple(sorted(eos_token_ids))   # masked until min_new_tokens
         self.cache = cache
         self.device = device
         self._generators: dict[str, torch.Generator] = {}
         self.greedy = model.backend.greedy
+        self.threads = threads
         # A step's masks depend only on tokens already taken: this thread fills them while
         # the forward runs (llguidance releases the GIL), so they add nothing to the step.
         self._mask_thread = ThreadPoolExecutor(1, thread_name_prefix="token-mask")
+
+    def close(self) -> None:
+        if self.threads is not None:
+            self.threads.stop()
+        self._mask_thread.shutdown(wait=False)
 
     def forget(self, request_id: str) -> None:
         self._generators.pop(request_id, None)
 
     def execute(self, plan: StepPlan) -> list[ChunkResult]:
         """Results in the order of plan.chunks, which is already the model's order."""
+        if self.threads is not None:
+            self.threads.apply()   # between steps, on the thread that runs them
         for copy in plan.copies:
             self.cache.copy_prefix(copy.source_slot, copy.target_slot, copy.num_tokens)
         step, sample_rows, prompt_rows = self._build_inputs(plan)

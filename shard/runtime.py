@@ -21,6 +21,7 @@ from shard.models.backends import select_backend
 from shard.models.llama import SUPPORTED_MODEL_TYPES, LlamaModel
 from shard.prefix_cache import PrefixIndex
 from shard.scheduler import Scheduler, SchedulerLimits
+from shard.threads import ThreadGovernor, cgroup_cpu_limit, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,27 @@ def eos_token_ids(hf_model) -> frozenset[int]:
     return frozenset(ids)
 
 
+def compute_threads(config: ShardConfig, device: torch.device, backend,
+                    metrics: ShardMetrics) -> ThreadGovernor:
+    """The team that runs the forward: --num-threads, else sized to the CPUs this process
+    may use and resized to what other processes leave of them (shard/threads.py)."""
+    def resize(num_threads: int) -> None:
+        backend.set_num_threads(num_threads)
+        metrics.compute_threads.set(num_threads)
+
+    if device.type != "cpu":   # the GPU computes; torch's CPU team only feeds it
+        return ThreadGovernor(torch.get_num_threads(), resize, pinned=config.num_threads or torch.get_num_threads())
+    governor = ThreadGovernor(usable_cpus(limit=cgroup_cpu_limit()), resize, pinned=config.num_threads)
+    # Resized only when it differs: setting torch's team, even to its default size, slowed
+    # oneDNN's kernels (README, "Benchmarks").
+    if config.num_threads or governor.num_threads != torch.get_num_threads():
+        backend.set_num_threads(governor.num_threads)
+    metrics.compute_threads.set(governor.num_threads)
+    return governor
+
+
 def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     """Returns (engine, info). Loads the model; slow on first start (GGUF conversion)."""
-    if config.num_threads:
-        # Only when asked: setting it, even to the default, slowed oneDNN's kernels
-        # (README, "Benchmarks").
-        torch.set_num_threads(config.num_threads)
     device = resolve_device(config)
     dtype = resolve_dtype(config, device)
     source = loader.resolve(config.model_id, config.cache_dir, config.load_format)
@@ -145,7 +161,7 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     if config.prefix_caching == "on":
         prefixes = PrefixIndex(MIN_PREFIX_TOKENS)
     scheduler = Scheduler(limits, budget.num_slots, eos_ids, prefixes)
-    runner = ModelRunner(model, cache, device, eos_ids)
+    runner = ModelRunner(model, cache, device, eos_ids, compute_threads(config, device, backend, metrics))
     engine = Engine(scheduler, runner, tokenizer, special_token_ids(tokenizer), publish, metrics,
                     model.vocab_size)
     info = ShardInfo(source.model_id, str(dtype).removeprefix("torch."), device.type,

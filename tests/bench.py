@@ -12,18 +12,22 @@ it prints figures and asserts nothing.
                           # and 32 streams, 8 of them held by a JSON Schema grammar: the
                           # other 24's per-token latency beside an all-unconstrained run's,
                           # every stream to max_new_tokens, twice, alternating
+    make bench ARGS="--contention 1"   # each level also with 1 busy loop beside the stack
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 import aiohttp
 
+from tests.bench_report import print_constrained, print_contention, print_ratios, print_table
 from tests.conftest import Process, free_port, http_ok
 
 QUESTIONS = [
@@ -149,38 +153,21 @@ def hf_generate(model_dir: str, batch_sizes: list[int], max_new_tokens: int, dty
     return results
 
 
-def print_table(rows: list[dict], hf: dict[int, float]) -> None:
-    print("| streams | sluice tok/s | first token p50 / p99 ms | per-token p50 / p99 ms | HF generate() tok/s |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        base = hf.get(r["streams"])
-        print(f"| {r['streams']} | {r['tok_s']:.0f} | {r['ttft_p50_ms']:.0f} / {r['ttft_p99_ms']:.0f} | "
-              f"{r['itl_p50_ms']:.1f} / {r['itl_p99_ms']:.1f} | "
-              f"{f'{base:.0f}' if base else '-'} |")
+@contextlib.contextmanager
+def busy_loops(count: int):
+    """`count` processes that each spin on a core, as a neighbour's compute-bound job does;
+    the OS places them wherever it likes, as it would a neighbour."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.5)   # running, not starting up, when the level starts
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
 
 
-def print_constrained(rows: list[dict], mixed: list[dict]) -> None:
-    """Each pair ran back to back, every stream to max_new_tokens."""
-    print("\n| streams | constrained | unconstrained streams' per-token p50 / p99 ms "
-          "(all unconstrained: p50 / p99) | constrained streams' per-token p50 / p99 ms | tok/s (all unconstrained) |")
-    print("|---|---|---|---|---|")
-    for plain, both in zip(rows, mixed):
-        free, held = both["unconstrained"], both["constrained"]
-        print(f"| {both['streams']} | {held['streams']} | {free['itl_p50_ms']:.1f} / {free['itl_p99_ms']:.1f} "
-              f"({plain['itl_p50_ms']:.1f} / {plain['itl_p99_ms']:.1f}) | "
-              f"{held['itl_p50_ms']:.1f} / {held['itl_p99_ms']:.1f} | {both['tok_s']:.0f} ({plain['tok_s']:.0f}) |")
-
-
-def print_ratios(rows: list[dict], other: list[dict], name: str) -> None:
-    print(f"\n| streams | {name} tok/s | sluice / {name} tok/s | {name} per-token p50 ms | "
-          f"{name} first token p50 ms |")
-    print("|---|---|---|---|---|")
-    for mine, theirs in zip(rows, other):
-        print(f"| {mine['streams']} | {theirs['tok_s']:.0f} | {mine['tok_s'] / theirs['tok_s']:.2f}x | "
-              f"{theirs['itl_p50_ms']:.1f} | {theirs['ttft_p50_ms']:.0f} |")
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="make bench ARGS=...")
     parser.add_argument("--url", help="bench a running server instead of starting one")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
@@ -197,51 +184,76 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-api", default="llamacpp", choices=["llamacpp", "openai", "tgi"])
     parser.add_argument("--constrained", type=int, default=0, metavar="N",
                         help="also run each level with N of its streams held by a JSON Schema grammar")
-    args = parser.parse_args(argv)
-    process, url = None, args.url
-    if url is None:
-        port = free_port()
-        model = ["--model-id", args.shape, "--load-format", "dummy"] if args.shape else []
-        process = Process(["-m", "router.launcher", "--port", str(port), "--dtype", args.dtype,
-                           "--device", args.device, *model, *args.launcher_args.split()],
-                          __import__("pathlib").Path("/tmp/sluice-bench.log"))
-        url = f"http://127.0.0.1:{port}"
-        process.wait_for(lambda: http_ok(url + "/health"), 600, "launcher")
-    rows, other, fixed, mixed = [], [], [], []
+    parser.add_argument("--contention", type=int, default=0, metavar="N",
+                        help="also run each level (on both servers) with N busy loops beside them")
+    return parser.parse_args(argv)
+
+
+def start_stack(args: argparse.Namespace) -> tuple[Process, str]:
+    port = free_port()
+    model = ["--model-id", args.shape, "--load-format", "dummy"] if args.shape else []
+    process = Process(["-m", "router.launcher", "--port", str(port), "--dtype", args.dtype,
+                       "--device", args.device, *model, *args.launcher_args.split()],
+                      __import__("pathlib").Path("/tmp/sluice-bench.log"))
+    url = f"http://127.0.0.1:{port}"
+    process.wait_for(lambda: http_ok(url + "/health"), 600, "launcher")
+    return process, url
+
+
+def measure(args: argparse.Namespace, url: str) -> dict[str, list[dict]]:
+    """Interleaves the runs level by level, so drift on a shared machine hits them all."""
+    runs = {key: [] for key in ("sluice", "fixed_length", "constrained", "other",
+                                "contended", "other_contended")}
+
+    def level(target: str, streams: int, **options) -> dict:
+        return asyncio.run(run_level(target, streams, args.max_new_tokens, **options))
+
+    for streams in args.concurrency:
+        runs["sluice"].append(level(url, streams))
+        for _ in range(2 if args.constrained else 0):   # twice, alternating: the spread shows drift
+            runs["fixed_length"].append(level(url, streams, fixed_length=True))
+            runs["constrained"].append(level(url, streams, num_constrained=min(args.constrained, streams)))
+        if args.compare_url:
+            runs["other"].append(level(args.compare_url, streams, api=args.compare_api))
+        if args.contention:
+            with busy_loops(args.contention):
+                runs["contended"].append(level(url, streams))
+                if args.compare_url:
+                    runs["other_contended"].append(level(args.compare_url, streams, api=args.compare_api))
+    return runs
+
+
+def hf_baseline(args: argparse.Namespace) -> dict[int, float]:
+    from shard.config import from_args
+    from shard.loader import resolve
+    from shard.runtime import _cpu_has_bf16
+
+    bf16 = args.device == "cuda" or _cpu_has_bf16()
+    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if bf16 else "float32")
+    source = resolve(args.shape, from_args([]).cache_dir, "dummy" if args.shape else "auto")
+    return hf_generate(str(source.path), [c for c in args.concurrency if c <= 32],
+                       args.max_new_tokens, dtype, args.device, dummy=bool(args.shape))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    process, url = start_stack(args) if args.url is None else (None, args.url)
     try:
-        # Interleave the two servers level by level, so drift on a shared machine hits both.
-        for concurrency in args.concurrency:
-            rows.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens)))
-            # Twice, alternating: a shared machine's drift shows as the spread of the pairs.
-            for _ in range(2 if args.constrained else 0):
-                fixed.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens, fixed_length=True)))
-                mixed.append(asyncio.run(run_level(url, concurrency, args.max_new_tokens,
-                                                   num_constrained=min(args.constrained, concurrency))))
-            if args.compare_url:
-                other.append(asyncio.run(run_level(args.compare_url, concurrency,
-                                                   args.max_new_tokens, args.compare_api)))
+        runs = measure(args, url)
     finally:
         if process is not None:
             process.stop()
-    hf = {}
-    if not args.no_hf:
-        from shard.config import from_args
-        from shard.loader import resolve
-        from shard.runtime import _cpu_has_bf16
-
-        bf16 = args.device == "cuda" or _cpu_has_bf16()
-        dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if bf16 else "float32")
-        source = resolve(args.shape, from_args([]).cache_dir, "dummy" if args.shape else "auto")
-        hf = hf_generate(str(source.path), [c for c in args.concurrency if c <= 32],
-                         args.max_new_tokens, dtype, args.device, dummy=bool(args.shape))
-    print_table(rows, hf)
-    if mixed:
-        print_constrained(fixed, mixed)
-    if other:
-        print_ratios(rows, other, args.compare_api)
-    print(json.dumps({"sluice": rows, "fixed_length": fixed, "constrained": mixed, "other": other,
-                      "hf_generate_tok_s": hf}),
-          file=sys.stderr)
+    hf = {} if args.no_hf else hf_baseline(args)
+    print_table(runs["sluice"], hf)
+    if runs["constrained"]:
+        print_constrained(runs["fixed_length"], runs["constrained"])
+    if runs["other"]:
+        print_ratios(runs["sluice"], runs["other"], args.compare_api)
+    if runs["contended"]:
+        print_contention(runs["sluice"], runs["contended"], args.contention)
+    if runs["other_contended"]:
+        print_contention(runs["other"], runs["other_contended"], args.contention, args.compare_api)
+    print(json.dumps({**runs, "hf_generate_tok_s": hf}), file=sys.stderr)
     return 0
 
 

@@ -35,7 +35,7 @@ DESCRIPTIONS = {
                   "-100 bans the token, 100 all but forces it",
     "min_tokens": "vLLM's extension: EOS is masked until this many tokens are generated",
     "ignore_eos": "vLLM's extension: EOS does not end the answer, which runs to `max_tokens` or a stop string",
-    "stream": "Answer with server-sent events", "stream_options": "`include_usage`: a last chunk with usage",
+    "stream": "Answer with server-sent events", "stream_options": "`include_usage`: a last chunk with usage; `continuous_usage_stats` (vLLM's): usage so far on every chunk",
     "logprobs": "Return the chosen tokens' logprobs (chat), or this many alternatives (completions)",
     "top_logprobs": "Alternatives per token (needs `logprobs`)",
     "tools": "Functions the model may call (`type` `function`; `function.name`, unique; `description`; "

@@ -67,7 +67,8 @@ _CUSTOM_KINDS = {
                          {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
                          {"type": "array", "items": {"type": "array", "minItems": 1,
                                                      "items": {"type": "integer", "minimum": 0}}}]},
-    "stream_options": {"type": "object", "properties": {"include_usage": nullable({"type": "boolean"})}},
+    "stream_options": {"type": "object", "properties": {"include_usage": nullable({"type": "boolean"}),
+                                                        "continuous_usage_stats": nullable({"type": "boolean"})}},
     "any": {},
     "tools": {"type": "array", "items": {"type": "object", "required": ["function"], "properties": {
         "type": nullable({"type": "string", "enum": ["function"]}),

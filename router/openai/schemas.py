@@ -34,6 +34,7 @@ class OpenAIParameters:
     num_top_logprobs: int | None = None  # None: no logprobs; 0: the chosen tokens' only
     stream: bool = False
     include_usage: bool = False
+    continuous_usage: bool = False  # vLLM's continuous_usage_stats: usage on every chunk
     grammar: Grammar | None = None  # from response_format
     logit_bias: tuple[tuple[int, float], ...] = ()
     min_tokens: int | None = None  # vLLM's extensions, as native min_new_tokens and ignore_eos_token
@@ -126,6 +127,8 @@ def _parameters(body: dict[str, Any], num_top_logprobs: int | None) -> OpenAIPar
     values["logit_bias"] = parse_logit_bias("logit_bias", body.get("logit_bias"))
     options = convert("stream_options", body.get("stream_options"), "object") or {}
     values["include_usage"] = bool(convert("stream_options.include_usage", options.get("include_usage"), "bool"))
+    values["continuous_usage"] = bool(convert("stream_options.continuous_usage_stats",
+                                              options.get("continuous_usage_stats"), "bool"))
     values["grammar"] = _response_format(body.get("response_format"))
     return OpenAIParameters(num_top_logprobs=num_top_logprobs, **values)
 

@@ -67,9 +67,13 @@ async def send_choices(request: web.Request, stream: EventStream, answer: Answer
     outputs = tool_outputs or [None] * len(valids)
     choices = [ChoiceStream(index, answer, params, outputs[index]) for index in range(len(valids))]
     finished: list[Finished | None] = [None] * len(valids)
+    num_tokens = [0] * len(valids)
     async with run.tokens() as tokens, aclosing(relay(request, stream, tokens)) as deltas:
         async for index, delta in deltas:
+            num_tokens[index] += 1
             for chunk in choices[index].chunks(delta):
+                if params.continuous_usage:   # this choice's own count so far, as vLLM's
+                    chunk["usage"] = usage_json(valids[index].input_length, num_tokens[index])
                 await stream.send(chunk)
             finished[index] = delta.finished or finished[index]
             if all(finished):

@@ -14,6 +14,7 @@
 #endif
 #include <immintrin.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,3 +306,6 @@ void NAME(const T *x, const int8_t *q, const float *scales, T *out, int64_t num_
 }
 DEFINE_Q8_MATMUL(q8_matmul_bf16, uint16_t, load16_bf16, f32_to_bf16)
 DEFINE_Q8_MATMUL(q8_matmul_f32, float, load16_f32, ident)
+
+/* The team size of the calling thread's parallel regions (shard/threads.py resizes it). */
+void set_num_threads(int64_t num_threads) { omp_set_num_threads((int)num_threads); }

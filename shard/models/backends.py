@@ -44,6 +44,9 @@ class Backend(Protocol):
     # Per row of logits that all sample plainly greedy: argmax and its logprob.
     def greedy(self, logits: torch.Tensor) -> tuple[list[int], list[float]]: ...
 
+    # The compute team's size, from the thread that runs the forward (shard/threads.py).
+    def set_num_threads(self, num_threads: int) -> None: ...
+
 
 def select_backend(model_config, device: torch.device, dtype: torch.dtype,
                    use_kernels: bool, cache_dir: str | os.PathLike) -> Backend:
@@ -122,6 +125,7 @@ class TorchBackend(TorchOps):
         return Linear(weight, dtype, device)
 
     greedy = staticmethod(greedy_pick)
+    set_num_threads = staticmethod(torch.set_num_threads)
 
 
 class CpuKernelBackend(KernelOps):
@@ -132,6 +136,7 @@ class CpuKernelBackend(KernelOps):
         self.kernels = kernels
         self.device = device
         self.greedy = kernels.greedy
+        self.set_num_threads = kernels.set_num_threads
 
     def decode_layout(self, step: StepInputs) -> SlotLengths:
         return SlotLengths.of(step, self.device)

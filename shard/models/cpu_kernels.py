@@ -47,6 +47,13 @@ class CpuKernels:
                 function = getattr(library, f"{name}_{suffix}")
                 function.argtypes, function.restype = argtypes, None
                 self.functions[name, dtype] = function
+        self._set_num_threads = library.set_num_threads
+        self._set_num_threads.argtypes, self._set_num_threads.restype = [_I], None
+
+    def set_num_threads(self, num_threads: int) -> None:
+        """Torch and these kernels may hold separate OpenMP runtimes: both are told."""
+        torch.set_num_threads(num_threads)
+        self._set_num_threads(num_threads)
 
     @staticmethod
     def supports(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,

@@ -111,3 +111,22 @@ def test_killed_replica_fails_its_streams_fast_and_is_restarted(replicas):
     assert shard_pids(launcher)[victim_uri] != victim_pid
     for stream in streams:
         stream.close()
+
+
+def cpu_masks(pid: int) -> set[frozenset[int]]:
+    """The CPU mask of each of a process's threads (the compute team's among them)."""
+    return {frozenset(os.sched_getaffinity(thread.id)) for thread in psutil.Process(pid).threads()}
+
+
+def test_each_replica_computes_on_its_own_cpus(replicas):
+    """Also the restarted one: the test above ran first. The launcher's CPUs, split."""
+    url, launcher = replicas
+    cpus = os.sched_getaffinity(launcher.popen.pid)
+    if len(cpus) < 2:
+        pytest.skip("one CPU cannot be split between two replicas")
+    status, _, raw = post(url, "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 3}})
+    assert status == 200, raw     # each replica's compute threads exist once it has computed
+    masks = [cpu_masks(pid) for pid in shard_pids(launcher).values()]
+    assert len(masks) == 2 and all(len(per_thread) == 1 for per_thread in masks), masks
+    shares = [next(iter(per_thread)) for per_thread in masks]
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == cpus, shares

@@ -72,7 +72,9 @@ def test_four_times_the_limit_at_once(start_router):
     assert sorted(statuses) == [200] * limit + [429] * (3 * limit), statuses
     for status, latency_s, response in answers:
         if status == 429:
-            assert latency_s < 0.050, latency_s
+            # Refused without waiting for a permit: a wait would last until an admitted
+            # request ends (1 s). A bound well below that holds on a loaded CI host.
+            assert latency_s < 0.5, latency_s
             assert b"Retry-After: 1" in response and json.loads(body_of(response)) == OVERLOADED
         elif b"text/event-stream" in response:
             assert b'"generated_text":" the cat sat on' in response and b'"error"' not in response

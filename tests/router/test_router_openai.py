@@ -54,6 +54,24 @@ def test_chat_stream_chunks_final_chunk_usage_then_done(stack):
     assert sse_chunks(post(stack, "/v1/chat/completions", {**CHAT, "stream": True}))[-1]["usage"] is None
 
 
+def test_continuous_usage_stats_puts_usage_so_far_on_every_chunk(stack):
+    """vLLM's extension. A usage-only chunk still needs include_usage."""
+    body = {**CHAT, "stream": True, "stream_options": {"continuous_usage_stats": True}}
+    chunks = sse_chunks(post(stack, "/v1/chat/completions", body))
+    assert [chunk["usage"] for chunk in chunks] == [
+        {"prompt_tokens": 6, "completion_tokens": done, "total_tokens": 6 + done} for done in (1, 2, 3)]
+    assert all(chunk["choices"] for chunk in chunks)      # no usage-only chunk
+    completion = {"model": "m", "prompt": ["a", "b c"], "max_tokens": 3, "stream": True,
+                  "stream_options": {"continuous_usage_stats": True, "include_usage": True}}
+    chunks = sse_chunks(post(stack, "/v1/completions", completion))
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
+    per_choice = {}
+    for chunk in chunks[:-1]:
+        per_choice.setdefault(chunk["choices"][0]["index"], []).append(chunk["usage"]["completion_tokens"])
+    assert per_choice == {0: [1, 2, 3], 1: [1, 2, 3]}
+    assert sse_chunks(post(stack, "/v1/chat/completions", {**CHAT, "stream": True}))[0]["usage"] is None
+
+
 def test_eos_is_stop_and_not_in_the_content(stack):
     stack.fake.script.eos_after = 2
     body = post(stack, "/v1/chat/completions", {**CHAT, "max_tokens": None}).json()

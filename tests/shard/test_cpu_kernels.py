@@ -176,7 +176,7 @@ def test_select_backend_takes_the_kernels_only_where_asked_and_fit(monkeypatch, 
     from shard.models import backends
 
     stand_in = SimpleNamespace(supports=cpu_kernels.CpuKernels.supports, functions={},
-                               greedy=None)
+                               greedy=None, set_num_threads=None)
     monkeypatch.setattr(backends.cpu_kernels, "load", lambda cache_dir: stand_in)
     config = SimpleNamespace(num_attention_heads=9, num_key_value_heads=3, hidden_size=576,
                              intermediate_size=1536, rms_norm_eps=1e-5)
