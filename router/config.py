@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from router.deadlines import Deadlines
+
 
 def _flag(default, help: str, type=str, aliases: Sequence[str] = ()):
     return dataclasses.field(default=default, metadata={"help": help, "type": type, "aliases": tuple(aliases)})
@@ -56,6 +58,14 @@ class RouterConfig:
     responses_store_max_bytes: int = _flag(
         64 * 1024 * 1024, "upper bound for the kept responses' total size (their JSON, input items included)", int)
     responses_store_ttl_s: float = _flag(3600.0, "a kept response is dropped this long after it finished", float)
+    request_timeout_s: float | None = _flag(
+        None, "deadline of a request that sets none (header X-Request-Timeout, parameter request_timeout_s): "
+        "past it a stream ends with a deadline_exceeded event (default: none)", float)
+    queue_timeout_s: float | None = _flag(
+        None, "how long a request that sets none (X-Queue-Timeout, queue_timeout_s) may wait for its first "
+        "token before a 503 (default: none)", float)
+    max_request_timeout_s: float | None = _flag(
+        None, "cap on every request's deadlines, whatever it asks (default: none)", float)
 
     def __post_init__(self) -> None:
         if not self.shard_uris:
@@ -74,7 +84,8 @@ class RouterConfig:
         for name in ("max_stop_sequences", "max_top_n_tokens", "graceful_shutdown_timeout_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0. Given: {getattr(self, name)}")
-        for name in ("max_input_tokens", "max_total_tokens"):
+        for name in ("max_input_tokens", "max_total_tokens", "request_timeout_s", "queue_timeout_s",
+                     "max_request_timeout_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"`{name}` must be > 0. Given: {value}")
@@ -88,6 +99,10 @@ class RouterConfig:
         for name in ("responses_store_max_bytes", "responses_store_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be > 0. Given: {getattr(self, name)}")
+
+    @property
+    def default_deadlines(self) -> Deadlines:
+        return Deadlines(self.request_timeout_s, self.queue_timeout_s)
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None,

@@ -94,6 +94,30 @@ class Overloaded(RouterError):
         super().__init__("Model is overloaded", headers={"Retry-After": "1"})
 
 
+class QueueTimeout(RouterError):
+    """The request's first token did not come within its queue timeout (router/deadlines.py)."""
+
+    status = 503
+    error_type = "queue_timeout"
+    failure_label = "queue_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"Queue timeout: generation did not start within {timeout_s:g} s",
+                         headers={"Retry-After": "1"})
+
+
+class DeadlineExceeded(RouterError):
+    """The request's deadline passed while it generated: its answer is cut, not finished."""
+
+    status = 504
+    error_type = "deadline_exceeded"
+    failure_label = "deadline_exceeded"
+
+    def __init__(self, timeout_s: float, num_tokens: int) -> None:
+        super().__init__(f"Deadline exceeded: the request's {timeout_s:g} s deadline passed after "
+                         f"{num_tokens} generated tokens")
+
+
 class GenerationError(RouterError):
     status = 424
     error_type = "generation"

@@ -12,6 +12,7 @@ from contextlib import ExitStack, aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from router.deadlines import NO_DEADLINES, Deadlines, enforced
 from router.drain import Drain
 from router.errors import IncompleteGeneration
 from router.metrics import Metrics
@@ -28,6 +29,7 @@ class Timing:
     request is handed to a shard; the shard reports how long it then waited in its queue."""
 
     start: float
+    deadlines: Deadlines = NO_DEADLINES
     validated: float = 0.0
     queue_s: float = 0.0
     end: float = 0.0
@@ -141,7 +143,7 @@ class ShardRun:
         grace period (ShuttingDown in the block), closes the streams, which cancels
         their shard calls, so the shards free the slots."""
         async with self._drain.cut_off():
-            async with aclosing(self._merged()) as tokens:
+            async with aclosing(enforced(self._merged(), self._timing.deadlines, self._timing.start)) as tokens:
                 yield tokens
 
     async def collect(self) -> list[Generation]:

@@ -13,6 +13,7 @@ from importlib import metadata
 
 from aiohttp import web
 
+from router import deadlines
 from router.errors import RequestBodyError, RouterError
 from router.inference import Timing
 from router.json_body import parse_json
@@ -69,18 +70,31 @@ def count_request(metrics: Metrics) -> Iterator[None]:
         raise
 
 
+def request_timing(request: web.Request, started_at: float) -> Timing:
+    """The request's clock, and its deadlines as its headers and the flags set them."""
+    config = request.app[STATE].config
+    return Timing(start=started_at, deadlines=deadlines.from_headers(
+        request.headers, config.default_deadlines, config.max_request_timeout_s))
+
+
 async def validate(state: RouterState, generate_request: GenerateRequest, timing: Timing) -> ValidRequest:
+    """Also narrows the deadlines by TGI's parameters, which win over the headers."""
+    params = generate_request.parameters
+    timing.deadlines = timing.deadlines.narrowed(params.request_timeout_s, params.queue_timeout_s,
+                                                 state.config.max_request_timeout_s)
     valid = await state.validator.validate(generate_request)
     state.metrics.record_validated(valid.input_length, valid.max_new_tokens, timing.mark_validated())
     return valid
 
 
 async def send_stream(request: web.Request, stream: EventStream, send_body: Callable[[], Awaitable[None]],
-                      error_event: Callable[[RouterError], dict]) -> None:
-    """Send the headers, then run `send_body`; errors from here on are one last event."""
+                      error_event: Callable[[RouterError], dict], timing: Timing) -> None:
+    """Send the headers, then run `send_body`; errors from here on are one last event. With
+    a queue deadline the headers wait for the first event (or keep-alive), so that a queue
+    timeout can still be a 503 with Retry-After."""
     state = request.app[STATE]
     try:
-        await stream.open(request)
+        await stream.open(request, deferred=timing.deadlines.queue_s is not None)
         await send_body()
     except ConnectionResetError:
         # The write failed because the client left; closing the token stream (in

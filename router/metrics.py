@@ -114,6 +114,11 @@ class Metrics:
         self.rejected.labels(reason="overloaded")
         self.cancelled = Counter("sluice_requests_cancelled", "requests whose client went away",
                                  registry=registry)
+        self.deadlines = Counter("sluice_request_deadlines", "requests ended by a deadline: `queue` "
+                                 "(no first token in time: 503) or `total` (cut while generating)",
+                                 ["phase"], registry=registry)
+        for phase in ("queue", "total"):
+            self.deadlines.labels(phase=phase)
         registry.register(_ShardCollector(shard_states))
 
     def render(self) -> bytes:
@@ -121,10 +126,13 @@ class Metrics:
         return generate_latest(self.registry) + "".join(c.render() for c in counters).encode()
 
     def record_failure(self, err: str) -> None:
-        """`err` is TGI's label: validation, overloaded, generation, incomplete or dropped."""
+        """`err` is TGI's label (validation, overloaded, generation, incomplete, dropped) or
+        one of sluice's deadline outcomes (queue_timeout, deadline_exceeded)."""
         self.request_failure.inc(err)
-        if err == "overloaded":
-            self.rejected.labels(reason="overloaded").inc()
+        if err in ("overloaded", "queue_timeout"):
+            self.rejected.labels(reason=err).inc()
+        if err in ("queue_timeout", "deadline_exceeded"):
+            self.deadlines.labels(phase="queue" if err == "queue_timeout" else "total").inc()
         elif err == "dropped":
             self.cancelled.inc()
 

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from router.deadlines import seconds
 from router.errors import RequestBodyError, ValidationError
 
 # The integer kinds' bounds, as the Rust types TGI deserializes into have them.
@@ -59,6 +60,9 @@ class GenerateParameters:
     min_new_tokens: int | None = None
     ignore_eos_token: bool = False
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # sluice's: seconds for the whole request, and until its first token (router/deadlines.py).
+    request_timeout_s: float | None = None
+    queue_timeout_s: float | None = None
     # Kept only to be refused by validation: we load no adapters.
     adapter_id: str | None = None
 
@@ -83,7 +87,7 @@ PARAMETER_KINDS: dict[str, str] = {
     "return_full_text": "bool", "stop": "strings", "truncate": "usize", "watermark": "bool",
     "details": "bool", "decoder_input_details": "bool", "seed": "u64", "top_n_tokens": "u32",
     "grammar": "grammar", "min_new_tokens": "u32", "ignore_eos_token": "bool", "logit_bias": "logit_bias",
-    "adapter_id": "string",
+    "adapter_id": "string", "request_timeout_s": "timeout", "queue_timeout_s": "timeout",
 }
 
 
@@ -116,6 +120,8 @@ def _parse_parameters(raw: dict[str, Any]) -> GenerateParameters:
             value = None if raw.get(name) is None else parse_grammar(f"parameters.{name}", raw[name])
         elif kind == "logit_bias":
             value = parse_logit_bias(name, raw.get(name)) or None
+        elif kind == "timeout":
+            value = seconds(f"parameters.{name}", convert(f"parameters.{name}", raw.get(name), "f32"))
         else:
             value = convert(f"parameters.{name}", raw.get(name), kind)
         if value is not None:

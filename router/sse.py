@@ -35,19 +35,27 @@ class EventStream:
             **headers,
         })
 
-    async def open(self, request: web.Request) -> None:
+    async def open(self, request: web.Request, deferred: bool = False) -> None:
+        """Send the headers now, or (`deferred`) with the first write."""
         if request.version >= HttpVersion11:
             self.response.enable_chunked_encoding()
-        await self.response.prepare(request)
+        self._request = request
+        if not deferred:
+            await self.response.prepare(request)
+
+    async def _write(self, data: bytes) -> None:
+        if not self.response.prepared:
+            await self.response.prepare(self._request)
+        await self.response.write(data)
 
     async def send(self, payload: dict) -> None:
-        await self.response.write(encode_event(payload))
+        await self._write(encode_event(payload))
 
     async def keep_alive(self) -> None:
-        await self.response.write(KEEP_ALIVE)
+        await self._write(KEEP_ALIVE)
 
     async def done(self) -> None:
-        await self.response.write(DONE)
+        await self._write(DONE)
 
     async def relay(self, source: AsyncGenerator[T, None], interval_s: float) -> AsyncGenerator[T, None]:
         """`source`'s items, writing a keep-alive comment after every `interval_s` of silence."""

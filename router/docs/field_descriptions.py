@@ -21,6 +21,11 @@ DESCRIPTIONS = {
                "JSON string of one; `json_schema`: `{\"name\", \"schema\"}`) or a regular expression the "
                "whole output matches (`regex`). Every token is masked by it, and the answer ends (eos_token) "
                "once it is complete; an invalid or over-long one gets 422",
+    "request_timeout_s": "sluice's: seconds the whole request may take; past it the answer ends with a "
+                         "`deadline_exceeded` error (504, or the stream's last event). Wins over the "
+                         "X-Request-Timeout header",
+    "queue_timeout_s": "sluice's: seconds the request may wait for its first token; past it a 503 with "
+                       "Retry-After (`queue_timeout`). Wins over the X-Queue-Timeout header",
     "min_new_tokens": "An extension (vLLM's `min_tokens`): EOS is masked until this many tokens are generated",
     "ignore_eos_token": "An extension (vLLM's `ignore_eos`): EOS does not end the answer, which runs to "
                         "`max_new_tokens` or a stop string",

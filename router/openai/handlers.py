@@ -15,7 +15,7 @@ from router.chat_template import ChatTemplate
 from router.errors import ModelNotFound, RouterError
 from router.inference import Timing
 from router.json_body import dumps
-from router.lifecycle import count_request, read_json, record_success, send_stream, timing_headers, validate, version
+from router.lifecycle import count_request, request_timing, read_json, record_success, send_stream, timing_headers, validate, version
 from router.openai.answers import (Answer, ChatFormat, CompletionFormat, Format, echoed, finish_reason, models_json,
                                    num_prompt_tokens, usage_json)
 from router.openai.schemas import (ChatRequest, OpenAIParameters, check_before_admission, parse_chat, parse_completion,
@@ -32,8 +32,9 @@ from router.validation import ValidRequest
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    timing = Timing(start=time.perf_counter())
+    started_at = time.perf_counter()
     with count_request(state.metrics):
+        timing = request_timing(request, started_at)
         chat = parse_chat(await read_json(request))
         num_choices = chat.parameters.n or 1
         check_before_admission(chat.parameters, state.limits, max_num_choices=state.config.max_client_batch_size)
@@ -54,8 +55,9 @@ def _render(template: ChatTemplate, chat: ChatRequest) -> str:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    timing = Timing(start=time.perf_counter())
+    started_at = time.perf_counter()
     with count_request(state.metrics):
+        timing = request_timing(request, started_at)
         completion = parse_completion(await read_json(request))
         params = completion.parameters
         check_before_admission(params, state.limits, num_prompts=len(completion.prompts),
@@ -165,5 +167,5 @@ async def _answer_sse(request: web.Request, answer: Answer, params: OpenAIParame
                            sum(end.generated_tokens for end in ends), ends[0].finish_reason)
 
         # An error after the headers is one last OpenAI-shaped event, and no [DONE] after it.
-        await send_stream(request, stream, send_tokens, RouterError.to_openai_dict)
+        await send_stream(request, stream, send_tokens, RouterError.to_openai_dict, timing)
     return stream.response

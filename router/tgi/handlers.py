@@ -15,7 +15,7 @@ from aiohttp import web
 from router.errors import IncompleteGenerationStream, RouterError, Unhealthy
 from router.inference import ShardRun, Timing
 from router.json_body import dumps
-from router.lifecycle import count_request, read_json, record_success, relay, send_stream, timing_headers, validate, version
+from router.lifecycle import count_request, request_timing, read_json, record_success, relay, send_stream, timing_headers, validate, version
 from router.metrics import CONTENT_TYPE
 from router.schemas import GenerateRequest, parse_generate
 from router.sse import EventStream
@@ -49,8 +49,9 @@ async def compat_generate(request: web.Request) -> web.StreamResponse:
 
 async def _generate(request: web.Request, *, streaming: bool | None, as_list: bool = False) -> web.StreamResponse:
     state = request.app[STATE]
-    timing = Timing(start=time.perf_counter())
+    started_at = time.perf_counter()
     with count_request(state.metrics):
+        timing = request_timing(request, started_at)
         generate_request = parse_generate(await read_json(request))
         if generate_request.stream if streaming is None else streaming:
             return await _generate_sse(request, generate_request, timing)
@@ -90,7 +91,7 @@ async def _generate_sse(request: web.Request, generate_request: GenerateRequest,
                 record_success(state.metrics, request, timing, valid.input_length,
                                finished.generated_tokens, finished.finish_reason)
 
-            await send_stream(request, stream, send_tokens, RouterError.to_dict)
+            await send_stream(request, stream, send_tokens, RouterError.to_dict, timing)
     return stream.response
 
 

