@@ -8,19 +8,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from router.errors import Overloaded
+from router.priorities import max_permits
 
 
 class Admission:
     """Only touched from the event loop thread, so a plain counter is enough."""
 
-    def __init__(self, max_concurrent_requests: int) -> None:
+    def __init__(self, max_concurrent_requests: int, priority_reserve_share: float = 0.0) -> None:
         self.max_concurrent_requests = max_concurrent_requests
+        self.priority_reserve_share = priority_reserve_share
         self.num_in_flight = 0
 
+    def fits(self, num_requests: int, priority: str = "normal") -> bool:
+        limit = max_permits(priority, self.max_concurrent_requests, self.priority_reserve_share)
+        return self.num_in_flight + num_requests <= limit
+
     @contextmanager
-    def admit(self, num_requests: int = 1) -> Iterator[None]:
-        """Hold `num_requests` permits (all or none) until the block exits, however it exits."""
-        if self.num_in_flight + num_requests > self.max_concurrent_requests:
+    def admit(self, num_requests: int = 1, priority: str = "normal") -> Iterator[None]:
+        """Hold `num_requests` permits (all or none) until the block exits, however it exits.
+        A low-priority request may not take the reserved top share (router/priorities.py)."""
+        if not self.fits(num_requests, priority):
             raise Overloaded()
         self.num_in_flight += num_requests
         try:

@@ -112,7 +112,7 @@ async def _tokenizer_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     config, pool, tokenizer = app[CONFIG], app[POOL], app[TOKENIZER]
     limits = resolve_limits(config, app[SHARD_INFO].max_total_tokens)
-    admission = Admission(config.max_concurrent_requests)
+    admission = Admission(config.max_concurrent_requests, config.priority_reserve_share)
     metrics = Metrics(limits, num_in_flight=lambda: admission.num_in_flight,
                       shard_states=pool.states)
     app[STATE] = RouterState(

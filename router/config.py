@@ -64,6 +64,9 @@ class RouterConfig:
     queue_timeout_s: float | None = _flag(
         None, "how long a request that sets none (X-Queue-Timeout, queue_timeout_s) may wait for its first "
         "token before a 503 (default: none)", float)
+    priority_reserve_share: float = _flag(
+        0.25, "share of --max-concurrent-requests that low-priority requests may not take (X-Priority, "
+        "parameters.priority): they are refused first under overload", float)
     max_request_timeout_s: float | None = _flag(
         None, "cap on every request's deadlines, whatever it asks (default: none)", float)
 
@@ -92,6 +95,8 @@ class RouterConfig:
         if self.max_input_tokens is not None and self.max_total_tokens is not None:
             if self.max_input_tokens >= self.max_total_tokens:
                 raise ValueError("`max_input_tokens` must be < `max_total_tokens`")
+        if not 0 <= self.priority_reserve_share < 1:
+            raise ValueError(f"`priority_reserve_share` must be in [0, 1). Given: {self.priority_reserve_share}")
         if self.api_key == "":
             raise ValueError("--api-key must not be empty")
         if self.responses_store_max_count < 0:

@@ -30,6 +30,7 @@ class Timing:
 
     start: float
     deadlines: Deadlines = NO_DEADLINES
+    priority: str = "normal"   # its class: router/priorities.py
     validated: float = 0.0
     queue_s: float = 0.0
     end: float = 0.0
@@ -105,7 +106,8 @@ class Inference:
         Each shard call gets an id of its own: the request id (which a client may choose,
         and reuse) only goes to the logs."""
         request = ShardRequest(call_id=uuid.uuid4().hex, log_id=request_id, input_ids=valid.input_ids,
-                               parameters=valid.parameters, max_new_tokens=valid.max_new_tokens)
+                               parameters=valid.parameters, max_new_tokens=valid.max_new_tokens,
+                               priority=timing.priority)
         last_token_at = None
         self._metrics.queue_size.inc()
         try:

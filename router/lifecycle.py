@@ -13,7 +13,7 @@ from importlib import metadata
 
 from aiohttp import web
 
-from router import deadlines
+from router import deadlines, priorities
 from router.errors import RequestBodyError, RouterError
 from router.inference import Timing
 from router.json_body import parse_json
@@ -73,8 +73,18 @@ def count_request(metrics: Metrics) -> Iterator[None]:
 def request_timing(request: web.Request, started_at: float) -> Timing:
     """The request's clock, and its deadlines as its headers and the flags set them."""
     config = request.app[STATE].config
-    return Timing(start=started_at, deadlines=deadlines.from_headers(
-        request.headers, config.default_deadlines, config.max_request_timeout_s))
+    return Timing(start=started_at, priority=priorities.from_headers(request.headers),
+                  deadlines=deadlines.from_headers(request.headers, config.default_deadlines,
+                                                   config.max_request_timeout_s))
+
+
+def admit(state: RouterState, timing: Timing, num_requests: int, asked_priority: str | None = None):
+    """Admission permits for a generation, in its priority class (a body's over the header's),
+    counted by class and outcome; 429 at once when they are not there."""
+    timing.priority = asked_priority or timing.priority
+    outcome = "admitted" if state.admission.fits(num_requests, timing.priority) else "rejected"
+    state.metrics.priority_requests.labels(priority=timing.priority, outcome=outcome).inc()
+    return state.admission.admit(num_requests, timing.priority)
 
 
 async def validate(state: RouterState, generate_request: GenerateRequest, timing: Timing) -> ValidRequest:

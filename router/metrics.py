@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from router.priorities import PRIORITIES
 from router.config import Limits
 
 # TGI: 35 geometric buckets 0.0001 * 1.5^k (k = 1..35) for every `*duration` histogram.
@@ -119,6 +120,11 @@ class Metrics:
                                  ["phase"], registry=registry)
         for phase in ("queue", "total"):
             self.deadlines.labels(phase=phase)
+        self.priority_requests = Counter("sluice_priority_requests", "generation requests by priority class "
+                                         "and admission outcome", ["priority", "outcome"], registry=registry)
+        for priority in PRIORITIES:
+            for outcome in ("admitted", "rejected"):
+                self.priority_requests.labels(priority=priority, outcome=outcome)
         registry.register(_ShardCollector(shard_states))
 
     def render(self) -> bytes:

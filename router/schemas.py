@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.deadlines import seconds
+from router.priorities import priority
 from router.errors import RequestBodyError, ValidationError
 
 # The integer kinds' bounds, as the Rust types TGI deserializes into have them.
@@ -63,6 +64,7 @@ class GenerateParameters:
     # sluice's: seconds for the whole request, and until its first token (router/deadlines.py).
     request_timeout_s: float | None = None
     queue_timeout_s: float | None = None
+    priority: str | None = None   # router/priorities.py; wins over X-Priority
     # Kept only to be refused by validation: we load no adapters.
     adapter_id: str | None = None
 
@@ -88,6 +90,7 @@ PARAMETER_KINDS: dict[str, str] = {
     "details": "bool", "decoder_input_details": "bool", "seed": "u64", "top_n_tokens": "u32",
     "grammar": "grammar", "min_new_tokens": "u32", "ignore_eos_token": "bool", "logit_bias": "logit_bias",
     "adapter_id": "string", "request_timeout_s": "timeout", "queue_timeout_s": "timeout",
+    "priority": "priority",
 }
 
 
@@ -120,6 +123,8 @@ def _parse_parameters(raw: dict[str, Any]) -> GenerateParameters:
             value = None if raw.get(name) is None else parse_grammar(f"parameters.{name}", raw[name])
         elif kind == "logit_bias":
             value = parse_logit_bias(name, raw.get(name)) or None
+        elif kind == "priority":
+            value = priority(f"parameters.{name}", convert(f"parameters.{name}", raw.get(name), "string"))
         elif kind == "timeout":
             value = seconds(f"parameters.{name}", convert(f"parameters.{name}", raw.get(name), "f32"))
         else:

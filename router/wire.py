@@ -73,6 +73,7 @@ class ShardRequest:
     input_ids: tuple[int, ...]
     parameters: GenerateParameters
     max_new_tokens: int
+    priority: str = "normal"
 
 
 class ShardClient:
@@ -130,7 +131,11 @@ def to_generate_request(request: ShardRequest) -> shard_pb2.GenerateRequest:
     return shard_pb2.GenerateRequest(
         request_id=request.call_id, input_ids=list(request.input_ids), sampling=sampling,
         stopping=stopping, prefill_logprobs=params.decoder_input_details,
-        top_n_tokens=_or(params.top_n_tokens, 0), grammar=_grammar(params.grammar))
+        top_n_tokens=_or(params.top_n_tokens, 0), grammar=_grammar(params.grammar),
+        priority=_PRIORITIES[request.priority])
+
+
+_PRIORITIES = {"high": shard_pb2.PRIORITY_HIGH, "normal": shard_pb2.PRIORITY_NORMAL, "low": shard_pb2.PRIORITY_LOW}
 
 
 def _grammar(grammar: Grammar | None) -> shard_pb2.Grammar | None:

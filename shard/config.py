@@ -57,6 +57,8 @@ class ShardConfig:
     waiting_served_ratio: float = _flag(0.0, "join the batch only when waiting >= ratio x "
                                         "running (0: join at every step)", float)
     max_waiting_tokens: int = _flag(20, "steps after which waiting requests join regardless", int)
+    priority_aging_s: float = _flag(2.0, "waiting requests join in priority order; each rises one class "
+                                    "per this many seconds waited, so none starves (0: no aging)", float)
     num_threads: int | None = _flag(None, "the forward's compute threads, fixed (default: the CPUs "
                                     "this process may use, less those other processes keep busy)", int)
 
@@ -75,6 +77,8 @@ class ShardConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"`{name}` must be > 0. Given: {value}")
+        if self.priority_aging_s < 0:
+            raise ValueError(f"`priority_aging_s` must be >= 0. Given: {self.priority_aging_s}")
         if self.waiting_served_ratio < 0:
             raise ValueError(f"`waiting_served_ratio` must be >= 0. "
                              f"Given: {self.waiting_served_ratio}")

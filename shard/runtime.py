@@ -156,7 +156,8 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     tokenizer = Tokenizer.from_file(str(source.path / "tokenizer.json"))
     limits = SchedulerLimits(config.max_batch_size, budget.max_batch_prefill_tokens,
                              budget.max_batch_total_tokens, budget.max_total_tokens,
-                             config.waiting_served_ratio, config.max_waiting_tokens)
+                             config.waiting_served_ratio, config.max_waiting_tokens,
+                             config.priority_aging_s)
     prefixes = None
     if config.prefix_caching == "on":
         prefixes = PrefixIndex(MIN_PREFIX_TOKENS)

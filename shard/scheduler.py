@@ -27,6 +27,7 @@ class SchedulerLimits:
     max_total_tokens: int            # one slot's capacity
     waiting_served_ratio: float = 0.0
     max_waiting_tokens: int = 20
+    priority_aging_s: float = 2.0    # a waiting request rises one class per this much waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +133,26 @@ class Scheduler:
         copies: list[PrefixCopy] = []
         admitted = []
         if self._join_allowed():
+            self._order_waiting()
             while budget > 0 and self._can_admit_next() and not self._awaits_sibling():
                 admitted.append(self._admit(self.waiting.popleft(), copies))
                 chunks.append(self._prefill_chunk(admitted[-1], budget))
                 budget -= chunks[-1].num_tokens
         return StepPlan(_decode_first(chunks), tuple(copies), sum(s.num_cached for s in admitted))
+
+    def _order_waiting(self) -> None:
+        """Class order (0 high, 1 normal, 2 low), first come first served within a class. A
+        request rises one class per priority_aging_s waited, so a low one waits at most
+        two of those behind newer high ones: no class starves."""
+        if len({seq.priority for seq in self.waiting}) < 2:
+            return   # one class: arrival order already
+        now, aging_s = time.monotonic(), self.limits.priority_aging_s
+
+        def rank(seq: Sequence) -> tuple[int, float]:
+            risen = int((now - seq.arrival_s) / aging_s) if aging_s > 0 else 0
+            return max(0, seq.priority - risen), seq.arrival_s
+
+        self.waiting = deque(sorted(self.waiting, key=rank))
 
     def _prefill_chunk(self, seq: Sequence, budget: int) -> Chunk:
         # Feed the prompt; a request whose prompt is done but whose last token has no

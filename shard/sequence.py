@@ -76,6 +76,7 @@ class Sequence:
     stopping: StoppingParams = field(default_factory=StoppingParams)
     prefill_logprobs: bool = False
     top_n_tokens: int = 0
+    priority: int = 1                # 0 high, 1 normal, 2 low: the order waiting requests join in
     grammar: GrammarSpec | None = None
     # The grammar compiled for this request (a grammar.Constraint, set before submit): the
     # runner masks with it and the engine advances it. None: unconstrained.

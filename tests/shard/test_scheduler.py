@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 
 from shard.scheduler import Scheduler, SchedulerLimits
@@ -140,3 +141,24 @@ def test_plan_lists_decode_chunks_first_by_slot_then_prompt_chunks():
     assert [(c.seq.request_id, c.is_decode) for c in plan.chunks] == [
         ("late", True), ("b", True), ("c", True), ("long", False)]
     assert plan.num_decode == 3 and plan.has_prefill
+
+
+def test_waiting_requests_join_in_priority_order_and_age_up():
+    scheduler = make_scheduler(max_batch_size=1, priority_aging_s=10.0)
+    scheduler.add(make_seq("running", max_new_tokens=50))
+    step(scheduler)
+    now = time.monotonic()
+    for request_id, priority, waited_s in [("low-old", 2, 25.0), ("low", 2, 1.0), ("normal", 1, 2.0),
+                                           ("high", 0, 0.0), ("normal-new", 1, 0.5)]:
+        seq = make_seq(request_id)
+        seq.priority, seq.arrival_s = priority, now - waited_s
+        scheduler.add(seq)
+    scheduler.abort("running")
+    order = []
+    while scheduler.has_work:
+        plan = step(scheduler)
+        order += [c.seq.request_id for c in plan.chunks if c.start == 0]
+        for seq in list(scheduler.running):
+            scheduler.abort(seq.request_id)
+    # 25 s of waiting lifted the oldest low request two classes: level with high, and earlier.
+    assert order == ["low-old", "high", "normal", "normal-new", "low"]

@@ -18,7 +18,7 @@ from router.chat_template import ChatTemplate
 from router.errors import IncompleteGenerationStream, InvalidParameter, ResponseNotFound
 from router.inference import ShardRun, Timing
 from router.json_body import dumps
-from router.lifecycle import count_request, request_timing, read_json, record_success, relay, send_stream, timing_headers, validate
+from router.lifecycle import admit, count_request, request_timing, read_json, record_success, relay, send_stream, timing_headers, validate
 from router.openai.responses.events import ResponseDraft, ResponseEventStream, final_event, lifecycle_event
 from router.openai.responses.input_items import page, parse_page_query, with_ids
 from router.openai.responses.items import Item, parse_items, to_messages
@@ -41,7 +41,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         timing = request_timing(request, started_at)
         parsed = parse_responses(await read_json(request))
         items = _history(store, parsed.previous_response_id) + parsed.items
-        with state.admission.admit(1):
+        with admit(state, timing, 1):
             prompt = await asyncio.to_thread(_render, state.chat_template, items, parsed)
             # The template wrote the special tokens already: no BOS on top (as chat).
             generate_request = GenerateRequest(prompt, to_generate_parameters(parsed.parameters),
