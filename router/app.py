@@ -18,7 +18,8 @@ from router.docs import pages, playground
 from router.drain import Drain, drain_middleware
 from router.inference import Inference
 from router.metrics import Metrics
-from router.middlewares import add_request_id_header, auth_middleware, error_middleware, request_id_middleware
+from router.middlewares import (add_request_id_header, auth_middleware, error_middleware, request_id_middleware,
+                                tracing_middleware)
 from router.openai import handlers as openai
 from router.openai.responses import handlers as responses
 from router.openai.responses.store import ResponseStore
@@ -28,6 +29,7 @@ from router.state import CHAT_TEMPLATE, CONFIG, DRAIN, POOL, ROUTE_TABLE, SHARD_
 from router.state import RESPONSE_STORE
 from router.tgi import handlers as tgi
 from router.tokenizer import PromptTokenizer
+from router.tracing import Tracing
 from router.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -68,13 +70,18 @@ ROUTES = RouteTable([
 ])
 
 
+TRACING = web.AppKey("tracing", Tracing)
+
+
 def create_app(config: RouterConfig) -> web.Application:
     drain = Drain()
+    tracing = Tracing(config.otlp_endpoint)
     app = web.Application(
         client_max_size=config.payload_limit,
-        middlewares=[request_id_middleware, error_middleware(ROUTES), drain_middleware(drain, ROUTES),
-                     auth_middleware(config.api_key, ROUTES)],
+        middlewares=[request_id_middleware, tracing_middleware(tracing), error_middleware(ROUTES),
+                     drain_middleware(drain, ROUTES), auth_middleware(config.api_key, ROUTES)],
     )
+    app[TRACING] = tracing
     app[CONFIG] = config
     app[DRAIN] = drain
     app[ROUTE_TABLE] = ROUTES
@@ -118,8 +125,8 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STATE] = RouterState(
         config=config, info=app[SHARD_INFO], limits=limits, pool=pool, tokenizer=tokenizer,
         admission=admission, metrics=metrics, validator=Validator(limits, tokenizer),
-        inference=Inference(pool, metrics, app[DRAIN]),
-        chat_template=app[CHAT_TEMPLATE])
+        inference=Inference(pool, metrics, app[DRAIN], app[TRACING].tracer),
+        chat_template=app[CHAT_TEMPLATE], tracer=app[TRACING].tracer)
     health_task = asyncio.create_task(pool.run_health_checks())
     try:
         yield
@@ -127,3 +134,4 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         health_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await health_task
+        await asyncio.to_thread(app[TRACING].shutdown)   # the last spans, exported

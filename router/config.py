@@ -67,6 +67,9 @@ class RouterConfig:
     priority_reserve_share: float = _flag(
         0.25, "share of --max-concurrent-requests that low-priority requests may not take (X-Priority, "
         "parameters.priority): they are refused first under overload", float)
+    otlp_endpoint: str | None = _flag(
+        None, "OTLP/HTTP collector (e.g. http://127.0.0.1:4318): export each request's spans there, "
+        "W3C traceparent honoured (TGI's flag; default: off)")
     max_request_timeout_s: float | None = _flag(
         None, "cap on every request's deadlines, whatever it asks (default: none)", float)
 
@@ -95,6 +98,8 @@ class RouterConfig:
         if self.max_input_tokens is not None and self.max_total_tokens is not None:
             if self.max_input_tokens >= self.max_total_tokens:
                 raise ValueError("`max_input_tokens` must be < `max_total_tokens`")
+        if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"--otlp-endpoint must be an http:// or https:// URL. Given: {self.otlp_endpoint!r}")
         if not 0 <= self.priority_reserve_share < 1:
             raise ValueError(f"`priority_reserve_share` must be in [0, 1). Given: {self.priority_reserve_share}")
         if self.api_key == "":

@@ -12,11 +12,14 @@ from contextlib import ExitStack, aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from opentelemetry.trace import NoOpTracer, Status, StatusCode, Tracer
+
 from router.deadlines import NO_DEADLINES, Deadlines, enforced
 from router.drain import Drain
 from router.errors import IncompleteGeneration
 from router.metrics import Metrics
 from router.shards import PooledShard, ShardPool
+from router.tracing import shard_call_span
 from router.validation import ValidRequest
 from router.wire import Finished, ShardRequest, Token, TokenDelta
 
@@ -75,10 +78,11 @@ class Inference:
     """Runs validated requests on the shard pool: the one owner of leasing a shard, the
     drain's cut-off and cancelling shard calls, for streamed and whole answers alike."""
 
-    def __init__(self, pool: ShardPool, metrics: Metrics, drain: Drain) -> None:
+    def __init__(self, pool: ShardPool, metrics: Metrics, drain: Drain, tracer: Tracer | None = None) -> None:
         self._pool = pool
         self._metrics = metrics
         self._drain = drain
+        self._tracer = tracer or NoOpTracer()
 
     @contextmanager
     def lease(self, valids: list[ValidRequest], request_id: str, timing: Timing) -> Iterator[ShardRun]:
@@ -105,9 +109,11 @@ class Inference:
         """The shard's token stream, recording queue time, TTFT and inter-token latency.
         Each shard call gets an id of its own: the request id (which a client may choose,
         and reuse) only goes to the logs."""
-        request = ShardRequest(call_id=uuid.uuid4().hex, log_id=request_id, input_ids=valid.input_ids,
+        span, trace_headers = shard_call_span(self._tracer)
+        span.set_attribute("sluice.shard_call_id", (call_id := uuid.uuid4().hex))
+        request = ShardRequest(call_id=call_id, log_id=request_id, input_ids=valid.input_ids,
                                parameters=valid.parameters, max_new_tokens=valid.max_new_tokens,
-                               priority=timing.priority)
+                               priority=timing.priority, trace_headers=trace_headers)
         last_token_at = None
         self._metrics.queue_size.inc()
         try:
@@ -115,14 +121,22 @@ class Inference:
                 async for delta in deltas:
                     now = time.perf_counter()
                     if last_token_at is None:
+                        span.add_event("first token")
                         self._metrics.queue_size.dec()
                         self._metrics.ttft.observe(now - timing.start)
                         timing.queue_s = max(timing.queue_s, delta.queue_time_s)
                     else:
                         self._metrics.inter_token.observe(now - last_token_at)
                     last_token_at = now
+                    if delta.finished is not None:
+                        span.set_attribute("sluice.generated_tokens", delta.finished.generated_tokens)
+                        span.set_attribute("sluice.finish_reason", delta.finished.finish_reason)
                     yield delta
+        except Exception as exc:   # not a consumer closing early (GeneratorExit, cancellation)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
         finally:
+            span.end()
             if last_token_at is None:
                 self._metrics.queue_size.dec()
 

@@ -92,7 +92,8 @@ async def validate(state: RouterState, generate_request: GenerateRequest, timing
     params = generate_request.parameters
     timing.deadlines = timing.deadlines.narrowed(params.request_timeout_s, params.queue_timeout_s,
                                                  state.config.max_request_timeout_s)
-    valid = await state.validator.validate(generate_request)
+    with state.tracer.start_as_current_span("validate"):
+        valid = await state.validator.validate(generate_request)
     state.metrics.record_validated(valid.input_length, valid.max_new_tokens, timing.mark_validated())
     return valid
 

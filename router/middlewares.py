@@ -1,4 +1,4 @@
-"""Request id, API key and error middlewares, each doing one thing. The first in the list
+"""Request id, tracing, API key and error middlewares, each doing one thing. The first in the list
 is the outermost, so the error middleware also answers the auth middleware's 401."""
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from router.errors import HTTPError, RouterError, Unauthorized
 from router.json_body import dumps
 from router.route_table import RouteTable
 from router.state import REQUEST_ID
+from router.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,26 @@ async def add_request_id_header(request: web.Request, response: web.StreamRespon
     request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers["x-request-id"] = request_id
+
+
+def tracing_middleware(tracing: Tracing):
+    @web.middleware
+    async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST":   # probes and scrapes: no spans
+            return await handler(request)
+        context = propagate.extract(request.headers)
+        with tracing.tracer.start_as_current_span(f"{request.method} {request.path}", context=context,
+                                                  kind=SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("url.path", request.path)
+            span.set_attribute("sluice.request_id", request.get(REQUEST_ID, ""))
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+    return trace_request
 
 
 def error_middleware(routes: RouteTable):

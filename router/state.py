@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from opentelemetry.trace import NoOpTracer, Tracer
+
 from router.admission import Admission
 from router.chat_template import ChatTemplate
 from router.config import Limits, RouterConfig
@@ -34,6 +36,7 @@ class RouterState:
     validator: Validator
     inference: Inference
     chat_template: ChatTemplate
+    tracer: Tracer = NoOpTracer()
 
     @property
     def model_id(self) -> str:

@@ -74,6 +74,7 @@ class ShardRequest:
     parameters: GenerateParameters
     max_new_tokens: int
     priority: str = "normal"
+    trace_headers: tuple[tuple[str, str], ...] = ()   # W3C traceparent for the shard's spans
 
 
 class ShardClient:
@@ -99,7 +100,7 @@ class ShardClient:
         return ShardLoad(num_running=reply.num_running, num_waiting=reply.num_waiting)
 
     async def generate(self, request: ShardRequest) -> AsyncIterator[TokenDelta]:
-        call = self._stub.Generate(to_generate_request(request))
+        call = self._stub.Generate(to_generate_request(request), metadata=request.trace_headers or None)
         try:
             async for message in call:
                 yield to_token_delta(message)

@@ -59,6 +59,8 @@ class ShardConfig:
     max_waiting_tokens: int = _flag(20, "steps after which waiting requests join regardless", int)
     priority_aging_s: float = _flag(2.0, "waiting requests join in priority order; each rises one class "
                                     "per this many seconds waited, so none starves (0: no aging)", float)
+    otlp_endpoint: str | None = _flag(None, "OTLP/HTTP collector for this shard's spans of each "
+                                      "request, children of the router's (default: off)")
     num_threads: int | None = _flag(None, "the forward's compute threads, fixed (default: the CPUs "
                                     "this process may use, less those other processes keep busy)", int)
 
@@ -77,6 +79,8 @@ class ShardConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"`{name}` must be > 0. Given: {value}")
+        if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"--otlp-endpoint must be an http:// or https:// URL. Given: {self.otlp_endpoint!r}")
         if self.priority_aging_s < 0:
             raise ValueError(f"`priority_aging_s` must be >= 0. Given: {self.priority_aging_s}")
         if self.waiting_served_ratio < 0:

@@ -25,6 +25,7 @@ from shard.engine import Engine, TokenEvent
 from shard.metrics import ShardMetrics, serve_metrics
 from shard.grammar import GrammarCompiler, GrammarError
 from shard.runtime import ShardInfo, build_engine, build_grammar_compiler
+from shard.tracing import ShardTracing
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ class EventStreams:
 
 class ShardServicer(shard_pb2_grpc.ShardServicer):
     def __init__(self, engine: Engine, streams: EventStreams, info: ShardInfo,
-                 tokenizer_files: Mapping[str, bytes], grammars: GrammarCompiler):
+                 tokenizer_files: Mapping[str, bytes], grammars: GrammarCompiler,
+                 tracing: ShardTracing | None = None):
         self._engine, self._streams, self._grammars = engine, streams, grammars
+        self._tracing = tracing or ShardTracing(None)
         self._call_numbers = itertools.count()
         # Built once: neither answer changes while the shard runs.
         self._info = wire.info_response(info)
@@ -81,7 +84,7 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
             except GrammarError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         stream = self._streams.open(seq.request_id)
-        finished = False
+        finished, traced = False, self._tracing.call(context.invocation_metadata())
         try:
             refusal = self._engine.submit(seq)
             if refusal is not None:
@@ -94,8 +97,12 @@ class ShardServicer(shard_pb2_grpc.ShardServicer):
                     finished = True
                     await context.abort(grpc.StatusCode.INTERNAL, event.error)
                 finished = event.finished is not None
+                if traced is not None:
+                    traced.token(event.queue_time_s)
                 yield wire.to_response(event)
         finally:
+            if traced is not None:
+                traced.end(finished)
             self._streams.close(seq.request_id)
             if not finished:  # client gone or call cancelled: free the slot at the next step
                 self._engine.abort(seq.request_id)
@@ -166,8 +173,9 @@ def serve(config: ShardConfig) -> None:
     # Loaded on this (the main) thread, which then runs the engine loop.
     engine, info = build_engine(config, streams.publish, ShardMetrics())
     grammars = build_grammar_compiler(engine, info)
+    tracing = ShardTracing(config.otlp_endpoint)
     servicer = ShardServicer(engine, streams, info, loader.tokenizer_files(info.model_dir),
-                             grammars)
+                             grammars, tracing)
     grpc_thread = GrpcThread(f"{config.hostname}:{config.port}", servicer,
                              lambda: engine.is_alive, loop)
     port = grpc_thread.start()
@@ -181,3 +189,4 @@ def serve(config: ShardConfig) -> None:
     finally:
         grpc_thread.stop()
         grammars.close()
+        tracing.shutdown()

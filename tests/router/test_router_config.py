@@ -55,6 +55,9 @@ def test_environment_and_precedence():
      "`max_input_tokens` must be < `max_total_tokens`"),
     (["--shard-uri", "a:1", "--max-top-n-tokens", "-1"], "`max_top_n_tokens` must be >= 0"),
     (["--shard-uri", "a:1", "--port", "70000"], "--port must be in"),
+    (["--shard-uri", "a:1", "--otlp-endpoint", "127.0.0.1:4318"], "--otlp-endpoint must be an http"),
+    (["--shard-uri", "a:1", "--priority-reserve-share", "1"], "`priority_reserve_share` must be in"),
+    (["--shard-uri", "a:1", "--request-timeout-s", "0"], "`request_timeout_s` must be > 0"),
 ])
 def test_invalid_settings_raise_value_error(argv, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):
