@@ -23,6 +23,7 @@ from router.middlewares import (add_request_id_header, auth_middleware, error_mi
 from router.openai import handlers as openai
 from router.openai.responses import handlers as responses
 from router.openai.responses.store import ResponseStore
+from router.resume import RESUMABLE_STREAMS, ResumableStreams, resume_stream
 from router.route_table import Route, RouteTable
 from router.shards import ShardPool
 from router.state import CHAT_TEMPLATE, CONFIG, DRAIN, POOL, ROUTE_TABLE, SHARD_INFO, STATE, TOKENIZER, RouterState
@@ -40,6 +41,8 @@ ROUTES = RouteTable([
     # TGI's routes
     Route("POST", "/generate", tgi.generate, needs_key=True),
     Route("POST", "/generate_stream", tgi.generate_stream, needs_key=True),
+    # sluice's: a dropped stream, resumed (router/resume.py)
+    Route("GET", "/stream/{token}", resume_stream, needs_key=True, open_while_draining=True),
     Route("POST", "/", tgi.compat_generate, needs_key=True),
     Route("POST", "/tokenize", tgi.tokenize, needs_key=True),
     Route("POST", "/chat_tokenize", openai.chat_tokenize, needs_key=True),  # TGI's, with a chat body
@@ -86,6 +89,8 @@ def create_app(config: RouterConfig) -> web.Application:
     app[DRAIN] = drain
     app[ROUTE_TABLE] = ROUTES
     app[RESPONSE_STORE] = ResponseStore.from_config(config)
+    # Active streams plus finished ones kept for their window.
+    app[RESUMABLE_STREAMS] = ResumableStreams(config.stream_resume_window_s, 2 * config.max_concurrent_requests)
     app.cleanup_ctx.extend([_shards_ctx, _tokenizer_ctx, _state_ctx])
     app.on_response_prepare.append(add_request_id_header)
     ROUTES.add_to(app)

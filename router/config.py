@@ -67,6 +67,9 @@ class RouterConfig:
     priority_reserve_share: float = _flag(
         0.25, "share of --max-concurrent-requests that low-priority requests may not take (X-Priority, "
         "parameters.priority): they are refused first under overload", float)
+    stream_resume_window_s: float = _flag(
+        0.0, "resumable streams: events carry ids, a dropped client may reconnect to GET /stream/{X-Resume-Token} "
+        "with Last-Event-ID within this many seconds, and generation goes on meanwhile (0: off)", float)
     otlp_endpoint: str | None = _flag(
         None, "OTLP/HTTP collector (e.g. http://127.0.0.1:4318): export each request's spans there, "
         "W3C traceparent honoured (TGI's flag; default: off)")
@@ -100,6 +103,8 @@ class RouterConfig:
                 raise ValueError("`max_input_tokens` must be < `max_total_tokens`")
         if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(("http://", "https://")):
             raise ValueError(f"--otlp-endpoint must be an http:// or https:// URL. Given: {self.otlp_endpoint!r}")
+        if self.stream_resume_window_s < 0:
+            raise ValueError(f"`stream_resume_window_s` must be >= 0. Given: {self.stream_resume_window_s}")
         if not 0 <= self.priority_reserve_share < 1:
             raise ValueError(f"`priority_reserve_share` must be in [0, 1). Given: {self.priority_reserve_share}")
         if self.api_key == "":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -18,6 +19,7 @@ from router.errors import RequestBodyError, RouterError
 from router.inference import Timing
 from router.json_body import parse_json
 from router.metrics import Metrics
+from router.resume import RESUMABLE_STREAMS, Recording, pump
 from router.schemas import GenerateRequest
 from router.sse import EventStream
 from router.state import REQUEST_ID, STATE, RouterState
@@ -102,8 +104,10 @@ async def send_stream(request: web.Request, stream: EventStream, send_body: Call
                       error_event: Callable[[RouterError], dict], timing: Timing) -> None:
     """Send the headers, then run `send_body`; errors from here on are one last event. With
     a queue deadline the headers wait for the first event (or keep-alive), so that a queue
-    timeout can still be a 503 with Retry-After."""
-    state = request.app[STATE]
+    timeout can still be a 503 with Retry-After. With resumable streams on, see
+    _send_resumable."""
+    if request.app[RESUMABLE_STREAMS].enabled:
+        return await _send_resumable(request, stream, send_body, error_event)
     try:
         await stream.open(request, deferred=timing.deadlines.queue_s is not None)
         await send_body()
@@ -111,22 +115,77 @@ async def send_stream(request: web.Request, stream: EventStream, send_body: Call
         # The write failed because the client left; closing the token stream (in
         # send_body) has already cancelled the shard call.
         log.info("request_id=%s client disconnected", request[REQUEST_ID])
-        state.metrics.record_failure("dropped")
+        request.app[STATE].metrics.record_failure("dropped")
     except Exception as exc:
         if not stream.response.prepared:
             raise  # no header sent yet: an ordinary error response
-        # Past the headers, any failure (ours or a bug) is the stream's last event: a
-        # second response written into the body would mis-frame the connection.
-        err = exc if isinstance(exc, RouterError) else RouterError("Internal server error")
-        if err is exc:
-            log.warning("request_id=%s stream failed: %s", request[REQUEST_ID], err.message)
-        else:
-            log.exception("request_id=%s stream failed", request[REQUEST_ID])
-        state.metrics.record_failure(err.failure_label)
+        await _last_event(request, stream, exc, error_event)
+
+
+async def _last_event(request: web.Request, stream: EventStream, exc: Exception,
+                      error_event: Callable[[RouterError], dict]) -> None:
+    """Past the headers, any failure (ours or a bug) is the stream's last event: a second
+    response written into the body would mis-frame the connection."""
+    err = exc if isinstance(exc, RouterError) else RouterError("Internal server error")
+    if err is exc:
+        log.warning("request_id=%s stream failed: %s", request[REQUEST_ID], err.message)
+    else:
+        log.exception("request_id=%s stream failed", request[REQUEST_ID], exc_info=exc)
+    request.app[STATE].metrics.record_failure(err.failure_label)
+    try:
+        await stream.send(error_event(err))
+    except ConnectionResetError:
+        pass  # the client is gone too: nothing left to tell it
+
+
+async def _send_resumable(request: web.Request, stream: EventStream, send_body: Callable[[], Awaitable[None]],
+                          error_event: Callable[[RouterError], dict]) -> None:
+    """The generation runs in a task of its own, recording its events (router/resume.py);
+    this handler only reads them out. If the client goes, the task goes on for a resume,
+    and is cancelled (its shard call too) once nobody has read it for the window."""
+    streams = request.app[RESUMABLE_STREAMS]
+    recording = streams.open()
+    stream.response.headers["X-Resume-Token"] = recording.token
+    await stream.open(request, deferred=True)
+    stream.recording = recording
+
+    async def record() -> None:
         try:
-            await stream.send(error_event(err))
-        except ConnectionResetError:
-            pass  # the client is gone too: nothing left to tell it
+            await send_body()
+        except Exception as exc:
+            if not recording.frames:
+                raise  # nothing sent: an ordinary error response
+            await _last_event(request, stream, exc, error_event)
+        finally:
+            recording.finish()
+
+    body = asyncio.create_task(record())
+    recording.has_reader = True
+    try:
+        await pump(recording, stream.response, request, 0)
+    except (asyncio.CancelledError, ConnectionResetError):
+        asyncio.current_task().uncancel()   # the client's hang-up: not this generation's end
+        recording.has_reader = False
+        await _outlive_client(request, recording, body, streams.window_s)
+    finally:
+        recording.has_reader = False
+        if recording.finished:
+            streams.forget_later(recording)
+    await body   # its error when it failed before any event; CancelledError when not resumed
+
+
+async def _outlive_client(request: web.Request, recording: Recording, body: asyncio.Task,
+                          window_s: float) -> None:
+    unread_since = time.monotonic()
+    while not body.done():
+        await asyncio.wait({body}, timeout=min(0.25, window_s))
+        if recording.has_reader:
+            unread_since = time.monotonic()
+        elif time.monotonic() - unread_since > window_s:
+            log.info("request_id=%s not resumed within %g s: cancelled", request[REQUEST_ID], window_s)
+            body.cancel()   # count_request counts it as dropped
+            await asyncio.wait({body})
+    request.app[RESUMABLE_STREAMS].forget_later(recording)
 
 
 def relay(request: web.Request, stream: EventStream, tokens: AsyncIterator) -> AsyncIterator:

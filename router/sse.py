@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from router.json_body import dumps
+from router.resume import Recording
 
 T = TypeVar("T")
 
@@ -34,6 +35,7 @@ class EventStream:
             "X-Accel-Buffering": "no",  # so nginx does not hold events back
             **headers,
         })
+        self.recording: Recording | None = None   # resumable: events go there (router/resume.py)
 
     async def open(self, request: web.Request, deferred: bool = False) -> None:
         """Send the headers now, or (`deferred`) with the first write."""
@@ -49,13 +51,22 @@ class EventStream:
         await self.response.write(data)
 
     async def send(self, payload: dict) -> None:
-        await self._write(encode_event(payload))
+        await self._event(encode_event(payload))
 
     async def keep_alive(self) -> None:
-        await self._write(KEEP_ALIVE)
+        if self.recording is not None:
+            self.recording.ping()
+        else:
+            await self._write(KEEP_ALIVE)
 
     async def done(self) -> None:
-        await self._write(DONE)
+        await self._event(DONE)
+
+    async def _event(self, data: bytes) -> None:
+        if self.recording is not None:
+            self.recording.append(data)
+        else:
+            await self._write(data)
 
     async def relay(self, source: AsyncGenerator[T, None], interval_s: float) -> AsyncGenerator[T, None]:
         """`source`'s items, writing a keep-alive comment after every `interval_s` of silence."""

@@ -19,6 +19,7 @@ from router.docs.responses_schemas import (EXAMPLE as RESPONSES_EXAMPLE, RESPONS
 from router.openai.responses import schemas as responses_schemas
 from router.schemas import INT_BOUNDS, LOGIT_BIAS_RANGE, MAX_LOGIT_BIAS_ENTRIES, PARAMETER_KINDS
 from router.validation import RANGES, UNSUPPORTED, Range, limit_ranges
+from router.docs.resume_paths import resume_paths
 
 EXAMPLES = {
     "generate": {"inputs": "My name is Olivier and I", "parameters": {"max_new_tokens": 20, "details": True}},
@@ -249,6 +250,7 @@ def _paths(protected: frozenset[tuple[str, str]]) -> dict:
                                                           "schema": {"type": "string", "minLength": 1,
                                                                      "pattern": "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?$"}}]}},
         **responses_paths(_op, openai_errors),
+        **resume_paths(_op, tgi_errors),
         **_plain_routes(tgi_errors),
     }
     _secure(paths, protected, tgi_errors[401], openai_errors[401])
@@ -282,8 +284,11 @@ def _plain_routes(errors: dict) -> dict:
 _ERROR_DESCRIPTIONS = {400: "Body is not JSON", 401: "Missing or wrong API key", 413: "Body too large",
                        415: "Content-Type is not JSON", 422: "Input validation error", 424: "Generation error",
                        429: "Model is overloaded", 500: "Incomplete generation",
-                       503: "Shutting down (on health checks: also no healthy shard)"}
-_ERROR_DESCRIPTIONS[404] = "No stored response (/v1/responses), or no model (/v1/models), has this id"
+                       503: "Shutting down, or no first token within the queue timeout (on health checks: no "
+                            "healthy shard)", 504: "The request's deadline passed (X-Request-Timeout)"}
+_ERROR_DESCRIPTIONS.update({404: "No stored response (/v1/responses), no model (/v1/models) or no stream "
+                                 "(/stream) has this id", 409: "The stream already has a reader",
+                            410: "The events after Last-Event-ID are no longer kept"})
 
 
 def _errors(schema_name: str) -> dict[int, dict]:
@@ -294,7 +299,7 @@ def _errors(schema_name: str) -> dict[int, dict]:
 
 
 def _op(summary: str, tag: str, *, ok: dict, body: str | None = None, errors: dict | None = None,
-        codes: tuple[int, ...] = (400, 413, 415, 422, 424, 429, 500, 503)) -> dict:
+        codes: tuple[int, ...] = (400, 413, 415, 422, 424, 429, 500, 503, 504)) -> dict:
     content = {media_type: {"schema": schema} for media_type, schema in ok.items()}
     responses = {"200": {"description": "OK", **({"content": content} if content else {})}}
     for code in codes if errors else ():

@@ -60,6 +60,15 @@ def auth_url(playground_url, tmp_path_factory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def resume_url(playground_url, tmp_path_factory) -> Iterator[str]:
+    """A router on the same shard whose streams are resumable."""
+    log = tmp_path_factory.mktemp("playground-resume") / "router.log"
+    args = ["-m", "router", "--shard-uri", shard_uri(playground_url), "--stream-resume-window-s", "30"]
+    with serving(args, log, timeout_s=120) as (url, _):
+        yield url
+
+
 def shard_uri(url: str) -> str:
     """The launcher picks the shard's port; the router names it in a metric label."""
     match = re.search(r'sluice_shard_healthy\{shard="([^"]+)"\}', read_metrics(url))

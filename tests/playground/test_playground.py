@@ -139,6 +139,26 @@ def test_dropped_stream_is_reported_as_such(page, playground_url):
     assert panel(page, "plain")["status"] == "done · length"
 
 
+def test_a_stream_cut_mid_answer_resumes_and_ends_like_the_plain_one(page, resume_url):
+    """A network blip: the real stream's first three events reach the page, then the
+    connection ends. The page reconnects to /stream/{token} with Last-Event-ID and gets
+    the rest from the server, which kept generating."""
+    def cut(route) -> None:
+        real = route.fetch()
+        first_three = b"\n\n".join(real.body().split(b"\n\n")[:3]) + b"\n\n"
+        assert first_three.startswith(b"id: 1\ndata: ")
+        route.fulfill(status=200, body=first_three, headers={
+            "Content-Type": "text/event-stream", "X-Resume-Token": real.headers["x-resume-token"]})
+
+    page.route("**/generate_stream", cut)
+    open_playground(page, resume_url, max_new_tokens=12)
+    page.click("#generate")
+    wait_until_idle(page)
+    stream, plain = panel(page, "stream"), panel(page, "plain")
+    assert stream["status"] == "done · length", stream
+    assert stream["output"] == plain["output"] and len(stream["output"]) > 0
+
+
 def test_api_key_is_asked_for_and_a_busy_server_says_retry(page, auth_url):
     open_playground(page, auth_url, max_new_tokens=8)
     assert page.is_visible("#api-key")

@@ -115,10 +115,14 @@ function requestBody() {
   return {inputs: $("chat-template").checked ? chatml(prompt) : prompt, parameters};
 }
 
-function post(path, body, signal) {
-  const headers = {"Content-Type": "application/json"};
+function authHeaders(headers = {}) {
   const key = $("api-key").value.trim();
   if (key) headers.Authorization = `Bearer ${key}`;
+  return headers;
+}
+
+function post(path, body, signal) {
+  const headers = authHeaders({"Content-Type": "application/json"});
   return fetch(path, {method: "POST", headers, body: JSON.stringify(body), signal});
 }
 
@@ -138,11 +142,14 @@ async function httpError(response) {
   }
 }
 
-// One SSE frame: `data: {json}` (TGI before 2.1 wrote `data:{json}`); ":" lines keep alive.
+// One SSE frame: `data: {json}` (TGI before 2.1 wrote `data:{json}`), after `id: N` when
+// the server's streams are resumable; ":" lines keep alive.
 function parseFrame(frame) {
-  const data = frame.split("\n").filter((line) => line.startsWith("data:"))
+  const lines = frame.split("\n");
+  const data = lines.filter((line) => line.startsWith("data:"))
     .map((line) => line.slice(5).replace(/^ /, "")).join("\n");
-  return data ? JSON.parse(data) : null;
+  const id = lines.find((line) => line.startsWith("id:"));
+  return data ? {event: JSON.parse(data), id: id ? Number(id.slice(3)) : null} : null;
 }
 
 // Returns true once the stream has said its last word (final event or error).
@@ -159,20 +166,46 @@ function handleEvent(panel, event) {
   return true;
 }
 
+// With resumable streams on (X-Resume-Token), a stream cut before its last event is
+// picked up again from the last event read, up to MAX_RESUMES times.
+const MAX_RESUMES = 3;
+
 async function runStream(panel, body, signal) {
-  const response = await post("/generate_stream", body, signal);
-  if (!response.ok) return panel.fail(await httpError(response), "error", performance.now());
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const {value, done} = await reader.read();
-    if (done) {
+  let response = await post("/generate_stream", body, signal);
+  const token = response.headers.get("X-Resume-Token");
+  const state = {lastId: 0};
+  for (let resumes = 0; ; resumes++) {
+    if (!response.ok) return panel.fail(await httpError(response), "error", performance.now());
+    if (await readEvents(panel, response, state, signal, token)) return;
+    if (!token || resumes >= MAX_RESUMES) {
       panel.fail("Stream dropped: the server closed it before the last event.", "error", performance.now());
       return;
     }
-    buffer += value;
+    const headers = authHeaders({"Last-Event-ID": String(state.lastId)});
+    response = await fetch(`/stream/${encodeURIComponent(token)}`, {headers, signal});
+  }
+}
+
+// Reads events until the last word (true) or until the stream breaks off (false); a
+// network error breaks off too when the stream can be resumed.
+async function readEvents(panel, response, state, signal, resumable) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (err) {
+      if (signal.aborted || !resumable) throw err;
+      return false;
+    }
+    if (chunk.done) return false;
+    buffer += chunk.value;
     for (let end; (end = buffer.indexOf("\n\n")) >= 0; buffer = buffer.slice(end + 2)) {
-      if (handleEvent(panel, parseFrame(buffer.slice(0, end)))) return;
+      const frame = parseFrame(buffer.slice(0, end));
+      if (frame === null) continue;
+      if (frame.id !== null) state.lastId = frame.id;
+      if (handleEvent(panel, frame.event)) return true;
     }
   }
 }
