@@ -167,6 +167,9 @@ async def _send_resumable(request: web.Request, stream: EventStream, send_body: 
         asyncio.current_task().uncancel()   # the client's hang-up: not this generation's end
         recording.has_reader = False
         await _outlive_client(request, recording, body, streams.window_s)
+    except BaseException:
+        body.cancel()   # never a generation nobody owns
+        raise
     finally:
         recording.has_reader = False
         if recording.finished:
@@ -178,7 +181,11 @@ async def _outlive_client(request: web.Request, recording: Recording, body: asyn
                           window_s: float) -> None:
     unread_since = time.monotonic()
     while not body.done():
-        await asyncio.wait({body}, timeout=min(0.25, window_s))
+        try:
+            await asyncio.wait({body}, timeout=min(0.25, window_s))
+        except asyncio.CancelledError:   # the router is stopping: so does the generation
+            body.cancel()
+            raise
         if recording.has_reader:
             unread_since = time.monotonic()
         elif time.monotonic() - unread_since > window_s:

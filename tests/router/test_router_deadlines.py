@@ -71,6 +71,16 @@ def test_no_first_token_within_the_queue_timeout_is_a_503_before_any_header(stac
     assert parse_sse(response.content)[-1]["details"]["finish_reason"] == "length"
 
 
+def test_a_queue_deadline_holds_the_headers_of_every_streaming_route(stack):
+    """The headers wait for the first event; then the stream is as usual."""
+    headers = {"X-Queue-Timeout": "5"}
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}
+    assert post(stack, "/v1/chat/completions", chat, headers).content.endswith(b"data: [DONE]\n\n")
+    body = post(stack, "/v1/responses", {"model": "m", "input": "hi", "max_output_tokens": 3, "stream": True},
+                headers).content
+    assert body.startswith(b"event: response.created\n") and b"event: response.incomplete\n" in body
+
+
 def test_the_parameter_wins_over_the_header_and_the_flag_caps_both(make_stack):
     stack = make_stack(max_request_timeout_s=0.4, request_timeout_s=30.0)
     stack.fake.script.token_delay_s = 0.05

@@ -69,6 +69,19 @@ def test_openai_streams_resume_up_to_done(make_stack):
     assert [event_id for event_id, _ in seen + rest] == list(range(1, 12)) and rest[-1][1] == "[DONE]"
 
 
+def test_responses_streams_resume_with_their_named_events(make_stack):
+    stack = make_stack(stream_resume_window_s=5.0)
+    stack.fake.script.token_delay_s = 0.05
+    client = RawHttp(stack.url, "/v1/responses", {"model": "m", "input": "hi", "max_output_tokens": 8, "stream": True})
+    token = re.search(r"(?im)^x-resume-token: (\S+)", client.read_headers()).group(1)
+    head = client.read_until(b"response.output_text.delta", count=2).split(b"\r\n\r\n", 1)[1]
+    client.close()
+    last_id = max(int(found) for found in re.findall(rb"(?m)^id: (\d+)$", head))
+    rest = resume(stack, token, last_id).content.decode()
+    assert rest.startswith(f"id: {last_id + 1}\nevent: ")
+    assert "event: response.incomplete\n" in rest    # its last event: max_output_tokens reached
+
+
 def test_only_the_token_opens_a_stream_and_only_one_reader_at_a_time(make_stack):
     stack = make_stack(stream_resume_window_s=5.0)
     stack.fake.script.token_delay_s = 0.05

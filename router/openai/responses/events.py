@@ -30,7 +30,7 @@ class ResponseEventStream(EventStream):
     async def send(self, payload: dict) -> None:
         payload = {**payload, "sequence_number": self._next_number}
         self._next_number += 1
-        await self.response.write(f"event: {payload['type']}\n".encode() + encode_event(payload))
+        await self._event(f"event: {payload['type']}\n".encode() + encode_event(payload))
 
 
 class ResponseDraft:
