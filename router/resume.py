@@ -22,6 +22,7 @@ from router.errors import RouterError, ValidationError
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 MAX_EVENTS = 16384            # one stream's recorded events; older ones are dropped first
 MAX_BYTES = 4 * 1024 * 1024   # and their bytes
+MAX_TOTAL_BYTES = 256 * 1024 * 1024   # every recording of the process together
 KEEP_ALIVE = b":\n\n"
 
 
@@ -110,8 +111,11 @@ class ResumableStreams:
 
     def open(self) -> Recording:
         self._expire()
-        while len(self._recordings) >= self.max_streams:
-            self._recordings.popitem(last=False)   # the oldest goes first
+        total = sum(recording.num_bytes for recording in self._recordings.values())
+        while self._recordings and (len(self._recordings) >= self.max_streams or total > MAX_TOTAL_BYTES):
+            # The oldest finished one goes first, else the oldest: it can no longer be resumed.
+            token = next((t for t, r in self._recordings.items() if r.finished), next(iter(self._recordings)))
+            total -= self._recordings.pop(token).num_bytes
         recording = Recording(secrets.token_urlsafe(24))
         self._recordings[recording.token] = recording
         return recording

@@ -9,6 +9,7 @@ import json
 import re
 import socket
 
+import pytest
 import requests
 
 from tests.router.support import RawHttp, parse_sse, wait_until
@@ -109,3 +110,22 @@ def test_with_the_window_off_streams_are_as_before(stack):
     assert "X-Resume-Token" not in response.headers and b"id:" not in response.content
     assert len(parse_sse(response.content)) == 20
     assert requests.get(stack.url + "/stream/anything", timeout=5).status_code == 404
+
+
+def test_the_store_is_bounded_in_streams_and_bytes():
+    from router import resume
+
+    streams = resume.ResumableStreams(window_s=60, max_streams=3)
+    first, second = streams.open(), streams.open()
+    first.finish()
+    third = streams.open()
+    fourth = streams.open()           # full: the oldest finished one goes first
+    assert streams.get(first.token) is None and streams.get(second.token) is second
+    assert {streams.get(r.token) for r in (third, fourth)} == {third, fourth}
+    big = streams.open()              # full again, none finished: the oldest goes
+    assert streams.get(second.token) is None
+    for _ in range(5):
+        big.append(b"data: " + b"x" * (resume.MAX_BYTES // 4) + b"\n\n")
+    assert big.num_bytes <= resume.MAX_BYTES and big.first_id > 1   # older events dropped
+    with pytest.raises(resume.EventsDropped):
+        big.frames_after(0)
