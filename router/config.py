@@ -63,7 +63,7 @@ class RouterConfig:
         "past it a stream ends with a deadline_exceeded event (default: none)", float)
     queue_timeout_s: float | None = _flag(
         None, "how long a request that sets none (X-Queue-Timeout, queue_timeout_s) may wait for its first "
-        "token before a 503 (default: none)", float)
+        "token before a 429 (default: none)", float)
     priority_reserve_share: float = _flag(
         0.25, "share of --max-concurrent-requests that low-priority requests may not take (X-Priority, "
         "parameters.priority): they are refused first under overload", float)

@@ -70,7 +70,7 @@ def from_headers(headers: Mapping[str, str], default: Deadlines, max_s: float | 
 async def enforced(items: AsyncGenerator[T, None], deadlines: Deadlines,
                    started_at: float) -> AsyncGenerator[T, None]:
     """`items` until a deadline (counted from `started_at`, a time.perf_counter()) passes:
-    then QueueTimeout before the first item, DeadlineExceeded after it."""
+    then QueueTimeout before the first item (429), DeadlineExceeded after it."""
     loop = asyncio.get_running_loop()
     # The loop's clock and perf_counter differ: convert once.
     to_loop = loop.time() - time.perf_counter() + started_at
@@ -89,8 +89,8 @@ async def enforced(items: AsyncGenerator[T, None], deadlines: Deadlines,
             except TimeoutError:
                 if not timer.expired():
                     raise
-                if waiting_first:
-                    raise QueueTimeout(deadlines.queue_s) from None
+                if count == 0:   # nothing generated yet: it never started, whichever deadline it was
+                    raise QueueTimeout(deadlines.queue_s if waiting_first else deadlines.total_s) from None
                 raise DeadlineExceeded(deadlines.total_s, count) from None
             count += 1
             yield item

@@ -95,9 +95,10 @@ class Overloaded(RouterError):
 
 
 class QueueTimeout(RouterError):
-    """The request's first token did not come within its queue timeout (router/deadlines.py)."""
+    """No first token within the request's queue timeout, or its whole deadline
+    (router/deadlines.py): refused as an overloaded server refuses, with Retry-After."""
 
-    status = 503
+    status = 429
     error_type = "queue_timeout"
     failure_label = "queue_timeout"
 

@@ -104,7 +104,7 @@ async def send_stream(request: web.Request, stream: EventStream, send_body: Call
                       error_event: Callable[[RouterError], dict], timing: Timing) -> None:
     """Send the headers, then run `send_body`; errors from here on are one last event. With
     a queue deadline the headers wait for the first event (or keep-alive), so that a queue
-    timeout can still be a 503 with Retry-After. With resumable streams on, see
+    timeout can still be a 429 with Retry-After. With resumable streams on, see
     _send_resumable."""
     if request.app[RESUMABLE_STREAMS].enabled:
         return await _send_resumable(request, stream, send_body, error_event)

@@ -116,7 +116,7 @@ class Metrics:
         self.cancelled = Counter("sluice_requests_cancelled", "requests whose client went away",
                                  registry=registry)
         self.deadlines = Counter("sluice_request_deadlines", "requests ended by a deadline: `queue` "
-                                 "(no first token in time: 503) or `total` (cut while generating)",
+                                 "(no first token in time: 429) or `total` (cut while generating)",
                                  ["phase"], registry=registry)
         for phase in ("queue", "total"):
             self.deadlines.labels(phase=phase)

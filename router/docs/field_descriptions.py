@@ -24,7 +24,7 @@ DESCRIPTIONS = {
     "request_timeout_s": "sluice's: seconds the whole request may take; past it the answer ends with a "
                          "`deadline_exceeded` error (504, or the stream's last event). Wins over the "
                          "X-Request-Timeout header",
-    "queue_timeout_s": "sluice's: seconds the request may wait for its first token; past it a 503 with "
+    "queue_timeout_s": "sluice's: seconds the request may wait for its first token; past it a 429 with "
                        "Retry-After (`queue_timeout`). Wins over the X-Queue-Timeout header",
     "priority": "sluice's: `high`, `normal` (default) or `low`. Low requests are refused first under overload; "
                 "waiting requests join the batch in class order. Wins over the X-Priority header",

@@ -283,9 +283,9 @@ def _plain_routes(errors: dict) -> dict:
 
 _ERROR_DESCRIPTIONS = {400: "Body is not JSON", 401: "Missing or wrong API key", 413: "Body too large",
                        415: "Content-Type is not JSON", 422: "Input validation error", 424: "Generation error",
-                       429: "Model is overloaded", 500: "Incomplete generation",
-                       503: "Shutting down, or no first token within the queue timeout (on health checks: no "
-                            "healthy shard)", 504: "The request's deadline passed (X-Request-Timeout)"}
+                       429: "Model is overloaded, or no first token within the request's queue timeout", 500: "Incomplete generation",
+                       503: "Shutting down (on health checks: also no healthy shard)",
+                       504: "The request's deadline passed mid-answer (X-Request-Timeout)"}
 _ERROR_DESCRIPTIONS.update({404: "No stored response (/v1/responses), no model (/v1/models) or no stream "
                                  "(/stream) has this id", 409: "The stream already has a reader",
                             410: "The events after Last-Event-ID are no longer kept"})

@@ -1,6 +1,6 @@
 """Deadlines through the real stack (launcher, router, a real shard with one slot): a
 stream cut at its deadline ends with its own event and frees the slot at once; a request
-waiting behind it past its queue timeout gets a 503; both are counted."""
+waiting behind it past its queue timeout gets a 429; both are counted."""
 from __future__ import annotations
 
 import threading
@@ -40,7 +40,7 @@ def test_a_deadline_frees_the_slot_and_a_queue_timeout_refuses_the_waiting(start
     # The only slot is taken: this one waits in the shard's queue until its own timeout.
     status, headers, body = stack.post("/generate", {"inputs": "Hello", "parameters": RUNS_LONG},
                                        {"X-Queue-Timeout": "0.5"})
-    assert status == 503 and headers["Retry-After"] == "1", body
+    assert status == 429 and headers["Retry-After"] == "1", body
     assert b'"error_type":"queue_timeout"' in body
     thread.join(60)
     status, body = streamed[0]

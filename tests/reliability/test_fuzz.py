@@ -1,6 +1,7 @@
 """A bounded schemathesis run against /api-doc/openapi.json of a real router (scripted shard
 over real gRPC): every documented operation, with schema-valid and schema-violating bodies,
-boundary values (its coverage phase) and random ones. No 5xx, no hang (each request has a
+boundary values (its coverage phase) and random ones. No 5xx (but a 504 for a deadline the
+request set itself), no hang (each request has a
 timeout and the whole run a deadline), every response as documented, every error in TGI's
 JSON shape, invalid input refused, every stream well-formed (fuzz_checks.py)."""
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
+CHECKS = ("no_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
           "missing_required_header", "unsupported_method", "tgi_error_shape", "stream_events_conform")
 
@@ -26,4 +27,4 @@ def test_schemathesis_finds_nothing(start_router, tmp_path):
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.reliability.fuzz_checks"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=HERE.parent.parent)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
-    assert "Tested: 20" in result.stdout, result.stdout[-3000:]
+    assert "Tested: 21" in result.stdout, result.stdout[-3000:]

@@ -1,5 +1,5 @@
 """Per-request deadlines against scripted shards: the headers and TGI's parameters, their
-precedence and the server's cap, the distinct outcomes (503 queue_timeout before any
+precedence and the server's cap, the distinct outcomes (429 queue_timeout before any
 header, deadline_exceeded as a stream's last event or a 504), the cancelled shard call and
 the metrics. tests/reliability/test_deadlines.py runs the same on a real shard."""
 
@@ -51,11 +51,11 @@ def test_a_whole_answer_past_its_deadline_is_a_504_on_each_dialect(stack):
     assert chunks[-1]["error"]["type"] == "deadline_exceeded" and "choices" not in chunks[-1]
 
 
-def test_no_first_token_within_the_queue_timeout_is_a_503_before_any_header(stack):
+def test_no_first_token_within_the_queue_timeout_is_a_429_before_any_header(stack):
     stack.fake.script.block = True
     for path in ("/generate", "/generate_stream"):
         response = post(stack, path, LONG, {"X-Queue-Timeout": "0.3"})
-        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert response.status_code == 429 and response.headers["Retry-After"] == "1"
         assert response.headers["Content-Type"].startswith("application/json")
         assert response.json() == {"error": "Queue timeout: generation did not start within 0.3 s",
                                    "error_type": "queue_timeout"}
