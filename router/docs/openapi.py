@@ -19,6 +19,8 @@ from router.docs.responses_schemas import (EXAMPLE as RESPONSES_EXAMPLE, RESPONS
 from router.openai.responses import schemas as responses_schemas
 from router.schemas import INT_BOUNDS, LOGIT_BIAS_RANGE, MAX_LOGIT_BIAS_ENTRIES, PARAMETER_KINDS
 from router.validation import RANGES, UNSUPPORTED, Range, limit_ranges
+from router.docs.operations import errors as _errors
+from router.docs.operations import operation as _op
 from router.docs.resume_paths import resume_paths
 
 EXAMPLES = {
@@ -279,32 +281,3 @@ def _plain_routes(errors: dict) -> dict:
         "/docs": {"get": _op("This document, rendered by Swagger UI", "Docs", ok=html)},
         "/api-doc/openapi.json": {"get": _op("This document", "Docs", ok={"application/json": {"type": "object"}})},
     }
-
-
-_ERROR_DESCRIPTIONS = {400: "Body is not JSON", 401: "Missing or wrong API key", 413: "Body too large",
-                       415: "Content-Type is not JSON", 422: "Input validation error", 424: "Generation error",
-                       429: "Model is overloaded, or no first token within the request's queue timeout", 500: "Incomplete generation",
-                       503: "Shutting down (on health checks: also no healthy shard)",
-                       504: "The request's deadline passed mid-answer (X-Request-Timeout)"}
-_ERROR_DESCRIPTIONS.update({404: "No stored response (/v1/responses), no model (/v1/models) or no stream "
-                                 "(/stream) has this id", 409: "The stream already has a reader",
-                            410: "The events after Last-Event-ID are no longer kept"})
-
-
-def _errors(schema_name: str) -> dict[int, dict]:
-    retry_after = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
-    return {code: {"description": description, "content": {"application/json": {"schema": ref(schema_name)}},
-                   **({"headers": retry_after} if code in (429, 503) else {})}
-            for code, description in _ERROR_DESCRIPTIONS.items()}
-
-
-def _op(summary: str, tag: str, *, ok: dict, body: str | None = None, errors: dict | None = None,
-        codes: tuple[int, ...] = (400, 413, 415, 422, 424, 429, 500, 503, 504)) -> dict:
-    content = {media_type: {"schema": schema} for media_type, schema in ok.items()}
-    responses = {"200": {"description": "OK", **({"content": content} if content else {})}}
-    for code in codes if errors else ():
-        responses[str(code)] = errors[code]
-    operation = {"summary": summary, "tags": [tag], "responses": responses}
-    if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
-    return operation

@@ -160,7 +160,7 @@ def _page_parameters() -> list[dict]:
 
 
 def responses_paths(operation: Callable[..., dict], errors: dict) -> dict:
-    """The four operations, `operation` being openapi.py's _op."""
+    """The four operations, `operation` being docs/operations.py's."""
     path_id = [{"name": "response_id", "in": "path", "required": True, "schema": _STR,
                 "description": "A `resp_…` id this router made"}]
     retrieve = operation("A stored response (this router process's store only)", "OpenAI", errors=errors,
