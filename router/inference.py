@@ -159,7 +159,10 @@ class ShardRun:
         grace period (ShuttingDown in the block), closes the streams, which cancels
         their shard calls, so the shards free the slots."""
         async with self._drain.cut_off():
-            async with aclosing(enforced(self._merged(), self._timing.deadlines, self._timing.start)) as tokens:
+            tokens = self._merged()
+            if self._timing.deadlines != NO_DEADLINES:   # no timer per token without one
+                tokens = enforced(tokens, self._timing.deadlines, self._timing.start)
+            async with aclosing(tokens) as tokens:
                 yield tokens
 
     async def collect(self) -> list[Generation]:
