@@ -109,8 +109,9 @@ class Inference:
         """The shard's token stream, recording queue time, TTFT and inter-token latency.
         Each shard call gets an id of its own: the request id (which a client may choose,
         and reuse) only goes to the logs."""
+        call_id = uuid.uuid4().hex
         span, trace_headers = shard_call_span(self._tracer)
-        span.set_attribute("sluice.shard_call_id", (call_id := uuid.uuid4().hex))
+        span.set_attribute("sluice.shard_call_id", call_id)
         request = ShardRequest(call_id=call_id, log_id=request_id, input_ids=valid.input_ids,
                                parameters=valid.parameters, max_new_tokens=valid.max_new_tokens,
                                priority=timing.priority, trace_headers=trace_headers)

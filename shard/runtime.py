@@ -124,9 +124,11 @@ def compute_threads(config: ShardConfig, device: torch.device, backend,
         backend.set_num_threads(num_threads)
         metrics.compute_threads.set(num_threads)
 
-    if device.type != "cpu":   # the GPU computes; torch's CPU team only feeds it
-        return ThreadGovernor(torch.get_num_threads(), resize, pinned=config.num_threads or torch.get_num_threads())
-    governor = ThreadGovernor(usable_cpus(limit=cgroup_cpu_limit()), resize, pinned=config.num_threads)
+    if device.type == "cpu":
+        governor = ThreadGovernor(usable_cpus(limit=cgroup_cpu_limit()), resize, pinned=config.num_threads)
+    else:   # the GPU computes; torch's CPU team only feeds it, and is not governed
+        governor = ThreadGovernor(torch.get_num_threads(), resize,
+                                  pinned=config.num_threads or torch.get_num_threads())
     # Resized only when it differs: setting torch's team, even to its default size, slowed
     # oneDNN's kernels (README, "Benchmarks").
     if config.num_threads or governor.num_threads != torch.get_num_threads():
