@@ -62,7 +62,7 @@ DESCRIPTIONS = {
     "echo": "Put the prompt before the answer; with `logprobs`, the prompt tokens' logprobs and alternatives "
             "first (null for the first token). With `max_tokens: 0`, the prompt alone is scored (lm-eval's "
             "loglikelihood). Not when streaming",
-    # OpenAI's Responses fields (router/docs/responses_schemas.py: those named as chat's but meaning otherwise)
+    # OpenAI's Responses fields (router/docs/responses_api.py: those named as chat's but meaning otherwise)
     "input": "A user message as a string, or a list of items: messages (role user, system, developer or "
              "assistant; text content), `function_call` items and their `function_call_output`",
     "instructions": "A system message before the input (not carried over by `previous_response_id`)",

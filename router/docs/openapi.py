@@ -13,8 +13,8 @@ from router.priorities import PRIORITIES
 from router.config import Limits, RouterConfig
 from router.openai import schemas as openai_schemas
 from router.docs.field_descriptions import DESCRIPTIONS
-from router.docs.response_schemas import nullable, ref, response_schemas, sse_event
-from router.docs.responses_schemas import (EXAMPLE as RESPONSES_EXAMPLE, RESPONSES_DESCRIPTIONS, RESPONSES_KINDS,
+from router.docs.bodies import nullable, ref, response_schemas, sse_event
+from router.docs.responses_api import (EXAMPLE as RESPONSES_EXAMPLE, RESPONSES_DESCRIPTIONS, RESPONSES_KINDS,
                                            responses_paths, responses_response_schemas)
 from router.openai.responses import schemas as responses_schemas
 from router.schemas import INT_BOUNDS, LOGIT_BIAS_RANGE, MAX_LOGIT_BIAS_ENTRIES, PARAMETER_KINDS

@@ -2,7 +2,7 @@
 content and the error responses it may give (each in the route's error shape)."""
 from __future__ import annotations
 
-from router.docs.response_schemas import ref
+from router.docs.bodies import ref
 
 _ERROR_DESCRIPTIONS = {400: "Body is not JSON", 401: "Missing or wrong API key", 413: "Body too large",
                        415: "Content-Type is not JSON", 422: "Input validation error", 424: "Generation error",

@@ -1,7 +1,7 @@
 """The OpenAPI entry of GET /stream/{token} (router/resume.py)."""
 from __future__ import annotations
 
-from router.docs.response_schemas import sse_event
+from router.docs.bodies import sse_event
 
 
 def resume_paths(op, errors: dict) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from router.docs.response_schemas import nullable, ref, sse_event
+from router.docs.bodies import nullable, ref, sse_event
 from router.openai.responses.input_items import DEFAULT_LIMIT, LIMITS, ORDERS
 from router.openai.responses.items import ROLES, TEXT_PARTS
 

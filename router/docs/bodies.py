@@ -1,5 +1,5 @@
 """The response bodies in the OpenAPI document, as JSON Schema (OpenAPI 3.0 dialect). They
-describe what responses.py and openai_responses.py write; the fuzz test
+describe what tgi/answers.py and openai/answers.py write; the fuzz test
 (tests/reliability/test_fuzz.py) validates real responses against them, so they cannot
 drift unnoticed. Request schemas are rendered from the parsers' tables (openapi.py)."""
 
