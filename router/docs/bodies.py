@@ -69,7 +69,11 @@ def _tgi_schemas() -> dict[str, dict]:
             "version": {**_STR, "description": "the TGI release whose API this router speaks"},
             "sluice_version": {**_STR, "description": "sluice's own version"}, "sha": nullable(_STR),
             "docker_label": nullable(_STR), "model_dtype": _STR, "model_device_type": _STR,
-            "max_batch_total_tokens": _INT}),
+            "max_batch_total_tokens": _INT,
+            "grammar_types": {"type": "array", "items": _STR,
+                              "description": "sluice's: the `type`s `parameters.grammar` takes"},
+            "max_grammar_length": {**_INT, "description": "sluice's: the most characters of a grammar "
+                                                          "(a JSON Schema as compact JSON text)"}}),
         "ErrorResponse": _object({"error": _STR, "error_type": _STR}, additionalProperties=False,
                                  description="Every error on TGI's routes, also those of the HTTP layer"),
     }

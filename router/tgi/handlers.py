@@ -17,7 +17,7 @@ from router.inference import ShardRun, Timing
 from router.json_body import dumps
 from router.lifecycle import admit, count_request, request_timing, read_json, record_success, relay, send_stream, timing_headers, validate, version
 from router.metrics import CONTENT_TYPE
-from router.schemas import GenerateRequest, parse_generate
+from router.schemas import GRAMMAR_TYPES, GenerateRequest, parse_generate
 from router.sse import EventStream
 from router.state import REQUEST_ID, STATE
 from router.tgi.answers import generate_body, stream_event
@@ -137,6 +137,8 @@ async def info(request: web.Request) -> web.Response:
         "version": TGI_API_VERSION, "sluice_version": version(), "sha": None, "docker_label": None,
         "model_dtype": shard_info.dtype, "model_device_type": shard_info.device,
         "max_batch_total_tokens": shard_info.max_batch_total_tokens,
+        # sluice's own, after TGI's fields: what `parameters.grammar` takes.
+        "grammar_types": list(GRAMMAR_TYPES), "max_grammar_length": limits.max_grammar_length,
     }, dumps=dumps)
 
 

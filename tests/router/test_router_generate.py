@@ -143,16 +143,28 @@ def test_health_routes(stack):
 
 
 def test_info(make_stack):
-    stack = make_stack(model_id="served/name", max_input_tokens=40, max_concurrent_requests=7)
+    stack = make_stack(model_id="served/name", max_input_tokens=40, max_concurrent_requests=7,
+                       max_grammar_length=500)
     info = requests.get(stack.url + "/info", timeout=5).json()
-    assert info == {
+    expected = {
         "model_id": "served/name", "model_sha": None, "model_pipeline_tag": "text-generation",
         "max_concurrent_requests": 7, "max_best_of": 2, "max_stop_sequences": 4, "max_input_tokens": 40,
         "max_total_tokens": 64, "validation_workers": 2, "max_client_batch_size": 32,
         "router": "sluice-router", "version": "3.3.6", "sluice_version": info["sluice_version"], "sha": None,
         "docker_label": None,
         "model_dtype": "float32", "model_device_type": "cpu", "max_batch_total_tokens": 256,
+        # sluice's own, after TGI's: the grammar kinds /generate takes, and --max-grammar-length.
+        "grammar_types": ["json", "json_object", "regex", "json_schema"], "max_grammar_length": 500,
     }
+    assert info == expected and list(info) == list(expected)
+    for kind in info["grammar_types"]:  # each one named is taken
+        value = "(yes|no)" if kind == "regex" else {"type": "object"}
+        if kind == "json_schema":
+            value = {"name": "x", "schema": value}
+        body = {"inputs": "hello", "parameters": {"max_new_tokens": 1, "grammar": {"type": kind, "value": value}}}
+        assert post(stack, body).status_code == 200
+    too_long = {"type": "regex", "value": "a" * 501}
+    assert post(stack, {"inputs": "hello", "parameters": {"grammar": too_long}}).status_code == 422
 
 
 def test_api_key(make_stack):
