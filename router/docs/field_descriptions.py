@@ -47,13 +47,18 @@ DESCRIPTIONS = {
     "top_logprobs": "Alternatives per token (needs `logprobs`)",
     "tools": "Functions the model may call (`type` `function`; `function.name`, unique; `description`; "
              "`parameters`, a JSON Schema of the arguments). They are shown to the model through its chat "
-             "template, or a default tool prompt. The answer is one call: its arguments always follow the "
-             "schema",
+             "template, or a default tool prompt. The answer is one or more calls (exactly one with "
+             "`parallel_tool_calls` false or a named `tool_choice`), whose arguments always follow the schema, "
+             "or under `tool_choice` `auto` a text answer",
     "tool_choice": "`auto` (the default with tools: a call, or a plain text answer), `required` (a call to "
                    "one of `tools`), `none` (a text answer; tools are not shown), or "
                    "`{\"type\": \"function\", \"function\": {\"name\": ...}}` (a call to that tool)",
     "parallel_tool_calls": "Whether an answer may hold several tool calls (default true; with `tool_choice` "
                            "`auto` or `required`). False, or a named function, is exactly one call",
+    "tool_prompt": "TGI's: the text that introduces the tools, in place of the default tool prompt's (which "
+                   "says how to write a call). It ends the last message after a `---` line, followed by the "
+                   "tools as JSON; with a chat template that renders `tools` itself, it is appended alone. "
+                   "Ignored without tools or with `tool_choice` `none`",
     "response_format": "`text` (unconstrained), `json_object` (any JSON object) or `json_schema` (output "
                        "that follows `json_schema.schema`; `strict` is accepted, and the output always "
                        "follows the schema). Also TGI's grammar objects (`json`, `json_object` or `regex` "

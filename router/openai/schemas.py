@@ -64,7 +64,8 @@ _KINDS = {"max_tokens": "u32", "temperature": "f32", "top_p": "f32", "seed": "u6
 _SHARED_FIELDS = {"model": "any", **_KINDS, "max_completion_tokens": "u32", "stop": "stop", "logit_bias": "logit_bias",
                   "stream_options": "stream_options", "response_format": "response_format"}
 CHAT_FIELDS = {**_SHARED_FIELDS, "messages": "messages", "logprobs": "bool", "top_logprobs": "u32",
-               "tools": "tools", "tool_choice": "tool_choice", "parallel_tool_calls": "bool"}
+               "tools": "tools", "tool_choice": "tool_choice", "parallel_tool_calls": "bool",
+               "tool_prompt": "string"}
 COMPLETION_FIELDS = {**_SHARED_FIELDS, "prompt": "prompt", "logprobs": "u32", "suffix": "empty_string",
                      "echo": "bool"}
 
@@ -90,12 +91,14 @@ def parse_chat(body: Any) -> ChatRequest:
     if top_logprobs and not logprobs:
         raise ValidationError("`top_logprobs` needs `logprobs` set to true")
     parameters = _parameters(body, (top_logprobs or 0) if logprobs else None)
+    tool_prompt = convert("tool_prompt", body.get("tool_prompt"), "string")
     tools = parse_tools(body)
-    if tools is None:
+    if tools is None:  # no tools shown: tool_prompt has nothing to introduce, as in TGI
         return ChatRequest(messages, parameters)
     if parameters.grammar is not None:
         # TGI's words; tool_choice `none` drops the tools, and response_format then holds.
         raise ToolError("Grammar and tools are mutually exclusive")
+    tools = dataclasses.replace(tools, prompt=tool_prompt)
     return ChatRequest(messages, dataclasses.replace(parameters, grammar=tools.grammar()), tools)
 
 

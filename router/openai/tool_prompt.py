@@ -1,7 +1,10 @@
 """Tools in the prompt, so an agent loop works with any model. A chat template that reads
 `tools` gets them (the ones the answer may call, no_tool too) as transformers passes
 them; otherwise the default tool prompt below, with the tools as JSON, ends the last
-message (as TGI's `tool_prompt` does). Earlier turns: a template that renders
+message (as TGI's does). A client's `tool_prompt` (TGI's field) replaces the default
+prompt's text; with a template that reads `tools`, TGI appends it alone to the last
+message, and so do we (without one, nothing: such a template has its own words for
+tools). Earlier turns: a template that renders
 `tool_calls` gets the messages as sent (arguments as objects, as vLLM passes them);
 otherwise an assistant's calls become the JSON text the model generates for one, and a
 `tool` message becomes a user message holding the result."""
@@ -31,11 +34,20 @@ def prompt_inputs(template: ChatTemplate, messages: list[dict[str, Any]],
         return messages, None
     offered = tools.offered()
     if template.reads_tools:
-        return messages, offered
+        return (_ending(messages, tools.prompt) if tools.prompt else messages), offered
     listing = json.dumps([tool["function"] for tool in offered], ensure_ascii=False)
-    prompt = TOOL_PROMPT + (SEVERAL_CALLS_PROMPT if tools.several_calls else "")
+    prompt = _default_prompt(tools) if tools.prompt is None else tools.prompt
+    return _ending(messages, f"{prompt}\n{listing}" if prompt else listing), None
+
+
+def _default_prompt(tools: Tools) -> str:
+    return TOOL_PROMPT + (SEVERAL_CALLS_PROMPT if tools.several_calls else "")
+
+
+def _ending(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """`text` after the last message's content, past TGI's `---` separator line."""
     last = messages[-1]
-    return [*messages[:-1], {**last, "content": f"{last['content']}\n---\n{prompt}\n{listing}"}], None
+    return [*messages[:-1], {**last, "content": f"{last['content']}\n---\n{text}"}]
 
 
 def check_tool_fields(path: str, message: dict[str, Any]) -> dict[str, Any]:

@@ -29,12 +29,13 @@ NO_TOOL_FUNCTION = {
 class Tools:
     """The functions a request lets the model call. `functions` are as sent, with
     `parameters` filled in; `choice` is "auto", "required", or "function" (call the one
-    named `name`)."""
+    named `name`); `prompt` is chat's `tool_prompt` (TGI's), None for the default one."""
 
     functions: tuple[dict[str, Any], ...]
     choice: str
     name: str | None = None
     parallel: bool = True
+    prompt: str | None = None
 
     def offered(self) -> list[dict[str, Any]]:
         """The functions the answer may call, no_tool too, in the `tools` shape templates read."""
