@@ -1,11 +1,14 @@
 """Checking a request's grammar before any shard sees it: its length, its JSON, and that
 llguidance compiles it (which needs no tokenizer), so a bad grammar is a 422 here rather
 than a failed shard call. Every step costs time in the grammar's size: callers run
-check_grammar in a worker thread, never on the event loop."""
+check_grammar in a worker thread, never on the event loop. Verdicts are kept in an LRU by
+(kind, text), as the shard keeps its compiled grammars: clients send the same schema with
+request after request, and compiling it is the costly part."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import llguidance
@@ -16,6 +19,9 @@ from router.json_body import dumps
 from router.schemas import Grammar, describe
 
 
+MAX_CACHED_GRAMMARS = 64  # as the shard's: each text is at most --max-grammar-length characters
+
+
 def check_grammar(grammar: Grammar, max_length: int) -> Grammar:
     """The grammar as the shard receives it (a schema as compact JSON text), or a
     ValidationError naming what is wrong with it."""
@@ -23,18 +29,29 @@ def check_grammar(grammar: Grammar, max_length: int) -> Grammar:
         if not grammar.value:  # it would allow only an empty answer; the text_generation client's wording
             raise ValidationError("`value` cannot be empty for `regex` grammar")
         _check_length(grammar, grammar.value, max_length)
-        compiled = llguidance.LLMatcher.grammar_from_regex(grammar.value)
         text = grammar.value
     elif grammar.kind == "lark":
         text = _lark_text(grammar, max_length)
-        compiled = llguidance.LLMatcher.grammar_from_lark(text)
     else:
         text = _schema_text(grammar, max_length)
+    error = compile_error(grammar.kind, text)
+    if error:
+        raise _invalid(grammar, error)
+    return dataclasses.replace(grammar, value=text)
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_GRAMMARS)
+def compile_error(kind: str, text: str) -> str | None:
+    """Why llguidance refuses the grammar, or None; refusals are kept too. Called only with
+    texts already within the length limit."""
+    if kind == "regex":
+        compiled = llguidance.LLMatcher.grammar_from_regex(text)
+    elif kind == "lark":
+        compiled = llguidance.LLMatcher.grammar_from_lark(text)
+    else:
         compiled = llguidance.LLMatcher.grammar_from_json_schema(text)
     error = llguidance.LLMatcher.validate_grammar(compiled)
-    if error:
-        raise _invalid(grammar, _reason(error))
-    return dataclasses.replace(grammar, value=text)
+    return _reason(error) if error else None
 
 
 def _lark_text(grammar: Grammar, max_length: int) -> str:
