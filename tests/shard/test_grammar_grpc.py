@@ -1,5 +1,6 @@
 """Constrained decoding through `python -m shard` with the default SmolLM2, over real gRPC:
-the output validates, bad grammars are refused, and compiling never stalls the others."""
+the output validates, bad grammars are refused, compiling never stalls the others, and a
+cancelled constrained stream gives its slot back."""
 from __future__ import annotations
 
 import contextlib
@@ -72,6 +73,20 @@ def json_schema(schema) -> shard_pb2.Grammar:
     return shard_pb2.Grammar(type=shard_pb2.GRAMMAR_TYPE_JSON_SCHEMA, value=json.dumps(schema))
 
 
+def load(stub) -> tuple[int, int]:
+    health = stub.Health(shard_pb2.HealthRequest(), timeout=5)
+    return health.num_running, health.num_waiting
+
+
+def settles_idle(stub, timeout_s: float = 30) -> bool:
+    """Whether the engine holds no request within `timeout_s` (a cancel reaches it on its
+    next step, not at once)."""
+    deadline = time.monotonic() + timeout_s
+    while load(stub) != (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return load(stub) == (0, 0)
+
+
 def test_the_default_model_answers_in_json_that_validates(stub, tokenizer):
     prompt = chat("Describe a fictional person as JSON with a name, an age and hobbies.")
     responses = list(stub.Generate(request(tokenizer, "person", prompt, 160,
@@ -134,8 +149,24 @@ def test_a_huge_schema_compiles_while_another_request_keeps_streaming(stub, toke
     constrained.cancel()
     stream.cancel()
     reader.join(timeout=30)
+    assert settles_idle(stub)
     window = [sent] + [t for t in arrivals if sent < t < first] + [first]
     longest_gap = max(b - a for a, b in zip(window, window[1:]))
     # Blocked by the compile, the stream would show one gap of about the whole window.
     assert first - sent > 0.5, "the schema compiled too fast to tell anything"
     assert longest_gap < (first - sent) / 2, (longest_gap, first - sent, len(window))
+
+
+def test_a_cancelled_constrained_stream_frees_its_slot(stub, tokenizer):
+    schema = {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 500}
+    stream = stub.Generate(request(tokenizer, "leaver", chat("List many words."), 1000,
+                                   json_schema(schema)), timeout=300)
+    next(stream)                              # compiled, prefilled, taking tokens
+    assert load(stub) == (1, 0)
+    stream.cancel()
+    assert settles_idle(stub)
+    # The engine goes on, constrained requests too.
+    after = list(stub.Generate(request(tokenizer, "after", chat("Answer yes or no."), 4,
+                                       shard_pb2.Grammar(type=shard_pb2.GRAMMAR_TYPE_REGEX,
+                                                         value="(yes|no)")), timeout=120))
+    assert after[-1].generated_text.text in ("yes", "no") and load(stub) == (0, 0)
