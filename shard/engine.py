@@ -212,7 +212,10 @@ class Engine:
     def _token_event(self, tracked: _Tracked, result: ChunkResult) -> TokenEvent:
         seq = tracked.seq
         text, special = tracked.detokenizer.step(result.token_id)
-        if not seq.status.is_finished and not special and tracked.stops.feed(text):
+        # Fed every token, so a stop string begun before min_new_tokens still counts when it
+        # ends after; ending earlier it does not (vLLM's min_tokens: no stop check before).
+        stopped = not special and tracked.stops.feed(text)
+        if stopped and not seq.status.is_finished and len(seq.output_ids) >= seq.stopping.min_new_tokens:
             self.scheduler.finish(seq, FinishReason.STOP_SEQUENCE)
         first = len(seq.output_ids) == 1
         with_prefill = first and seq.prefill_logprobs

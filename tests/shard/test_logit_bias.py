@@ -1,6 +1,7 @@
 """logit_bias, min_new_tokens and ignore_eos_token in the engine, on the tiny random Llama
 (fp32, CPU): a bias of +100 forces a token and -100 bans it, greedy and sampled; EOS is
-masked until min_new_tokens; with ignore_eos_token a forced EOS does not end the answer."""
+masked, and stop strings do not count, until min_new_tokens; with ignore_eos_token a
+forced EOS does not end the answer."""
 from __future__ import annotations
 
 import pytest
@@ -60,3 +61,24 @@ def test_ignore_eos_runs_to_the_length_limit(harness):
     ids, reason = generate(harness, "ignore", sampling={"logit_bias": ((EOS, 100.0),)},
                            stopping={"ignore_eos_token": True})
     assert ids == [EOS] * 12 and reason is FinishReason.LENGTH
+
+
+def run(harness, request_id, max_new_tokens=12, **kw) -> list:
+    assert harness.submit(request_id, PROMPT, max_new_tokens, **kw) is None
+    return harness.collect(request_id)
+
+
+def test_stop_strings_wait_for_min_new_tokens(harness):
+    """vLLM's min_tokens: a stop string complete before min_new_tokens tokens are out does
+    not end the answer; the first one ending at or after that token does."""
+    forced = {"logit_bias": ((77, 100.0),)}
+    [probe] = run(harness, "probe", 1, sampling=forced)
+    stop = probe.token.text
+    assert stop and not probe.token.special
+    stopping = {"stop_sequences": (stop,), "ignore_eos_token": True}
+    early = run(harness, "early", sampling=forced, stopping=stopping)
+    assert len(early) == 1 and early[-1].finished.finish_reason is FinishReason.STOP_SEQUENCE
+    late = run(harness, "late", sampling=forced, stopping={**stopping, "min_new_tokens": 5})
+    assert [event.token.id for event in late] == [77] * 5
+    assert late[-1].finished.finish_reason is FinishReason.STOP_SEQUENCE
+    assert late[-1].finished.text == stop * 5
