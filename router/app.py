@@ -22,18 +22,24 @@ from router.middlewares import (add_request_id_header, auth_middleware, error_mi
                                 tracing_middleware)
 from router.openai import handlers as openai
 from router.openai.responses import handlers as responses
-from router.openai.responses.store import ResponseStore
+from router.openai.responses.store import RESPONSE_STORE, ResponseStore
 from router.resume import RESUMABLE_STREAMS, ResumableStreams, resume_stream
 from router.route_table import Route, RouteTable
 from router.shards import ShardPool
 from router.state import CHAT_TEMPLATE, CONFIG, DRAIN, POOL, ROUTE_TABLE, SHARD_INFO, STATE, TOKENIZER, RouterState
-from router.state import RESPONSE_STORE
 from router.tgi import handlers as tgi
 from router.tokenizer import PromptTokenizer
 from router.tracing import Tracing
 from router.validation import Validator
 
 log = logging.getLogger(__name__)
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    """GET /: TGI's health check, unless the client asks for HTML (a browser)."""
+    if "text/html" in request.headers.get("Accept", ""):
+        return await playground.landing_page(request)
+    return await tgi.health(request)
 
 
 # Every route, once, with its traits (route_table.Route).
@@ -46,7 +52,7 @@ ROUTES = RouteTable([
     Route("POST", "/", tgi.compat_generate, needs_key=True),
     Route("POST", "/tokenize", tgi.tokenize, needs_key=True),
     Route("POST", "/chat_tokenize", openai.chat_tokenize, needs_key=True),  # TGI's, with a chat body
-    Route("GET", "/", playground.root),  # the health check; browsers get a link to the playground
+    Route("GET", "/", root),  # the health check; browsers get a link to the playground
     Route("GET", "/health", tgi.health),
     Route("GET", "/ping", tgi.health),
     Route("GET", "/info", tgi.info, open_while_draining=True),

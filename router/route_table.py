@@ -50,8 +50,3 @@ class RouteTable:
     def speaks_openai(self, request: web.Request) -> bool:
         route = self.find(request)
         return route.openai if route is not None else request.path.startswith(OPENAI_PREFIX)
-
-    @property
-    def protected(self) -> frozenset[tuple[str, str]]:
-        """(method, path) of the routes the API key guards."""
-        return frozenset((route.method, route.path) for route in self.routes if route.needs_key)

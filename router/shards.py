@@ -135,7 +135,8 @@ class ShardPool:
         return [ShardState(uri=shard.uri, healthy=shard.healthy, num_outstanding=shard.num_outstanding,
                            num_reserved_tokens=shard.num_reserved_tokens,
                            max_batch_total_tokens=shard.max_batch_total_tokens,
-                           num_waiting=shard.load.num_waiting if shard.load else 0) for shard in self.shards]
+                           num_waiting=shard.load.num_waiting if shard.load else 0,
+                           num_running=shard.load.num_running if shard.load else 0) for shard in self.shards]
 
     @property
     def any_healthy(self) -> bool:

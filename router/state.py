@@ -14,7 +14,6 @@ from router.config import Limits, RouterConfig
 from router.drain import Drain
 from router.inference import Inference
 from router.metrics import Metrics
-from router.openai.responses.store import ResponseStore
 from router.route_table import RouteTable
 from router.shards import ShardPool
 from router.tokenizer import PromptTokenizer
@@ -52,7 +51,6 @@ CHAT_TEMPLATE = web.AppKey("chat_template", ChatTemplate)
 STATE = web.AppKey("state", RouterState)
 DRAIN = web.AppKey("drain", Drain)
 ROUTE_TABLE = web.AppKey("route_table", RouteTable)
-RESPONSE_STORE = web.AppKey("response_store", ResponseStore)  # finished /v1/responses (store.py)
 
 # Per-request keys (set by middlewares.request_id_middleware).
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -45,6 +45,10 @@ class Token:
     logprob: float | None  # None where the shard has none (NaN on the wire) or it is infinite
     special: bool
 
+    def to_json(self) -> dict:
+        """TGI's token object, which OpenAI chunks carry too (TGI's extension)."""
+        return {"id": self.id, "text": self.text, "logprob": self.logprob, "special": self.special}
+
 
 @dataclass(frozen=True, slots=True)
 class Finished:

@@ -71,7 +71,9 @@ class Constraint:
 class GrammarCompiler:
     def __init__(self, tokenizer_path: Path, eos_token_ids: frozenset[int], vocab_size: int,
                  max_cached: int = MAX_CACHED_GRAMMARS):
-        self._tokenizer_path = tokenizer_path
+        # Read now: the model directory may be gone once the shard has loaded (a volume
+        # mounted for the start only), and the first grammar may come much later.
+        self._tokenizer_json = tokenizer_path.read_text()
         self._eos_token_ids = sorted(eos_token_ids)
         self._vocab_size = vocab_size            # the model's: the width of its logits
         self._max_cached = max_cached
@@ -127,7 +129,7 @@ class GrammarCompiler:
     def tokenizer(self) -> llguidance.LLTokenizer:
         with self._lock:
             if self._tokenizer is None:
-                text = self._tokenizer_path.read_text()
+                text = self._tokenizer_json
                 # Masks must cover every logit: the model's vocabulary may have padding rows
                 # beyond the tokenizer's (never allowed), and llguidance wants the larger.
                 num_tokens = Tokenizer.from_str(text).get_vocab_size(with_added_tokens=True)

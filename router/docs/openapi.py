@@ -11,11 +11,12 @@ from __future__ import annotations
 from router.deadlines import MAX_TIMEOUT_S
 from router.priorities import PRIORITIES
 from router.config import Limits, RouterConfig
+from router.route_table import Route
 from router.openai import schemas as openai_schemas
 from router.docs.field_descriptions import DESCRIPTIONS
 from router.docs.bodies import nullable, ref, response_schemas, sse_event
 from router.docs.responses_api import (EXAMPLE as RESPONSES_EXAMPLE, RESPONSES_DESCRIPTIONS, RESPONSES_KINDS,
-                                           responses_paths, responses_response_schemas)
+                                      responses_paths, responses_response_schemas)
 from router.openai.responses import schemas as responses_schemas
 from router.schemas import INT_BOUNDS, LOGIT_BIAS_RANGE, MAX_LOGIT_BIAS_ENTRIES, PARAMETER_KINDS
 from router.validation import RANGES, UNSUPPORTED, Range, limit_ranges
@@ -101,9 +102,9 @@ _CUSTOM_KINDS = {
 _CUSTOM_KINDS.update(RESPONSES_KINDS)
 
 
-def build_document(config: RouterConfig, limits: Limits, protected: frozenset[tuple[str, str]],
-                   version: str) -> dict:
-    """`protected`: (method, path) of the routes the API key guards (the route table's)."""
+def build_document(config: RouterConfig, limits: Limits, routes: tuple[Route, ...], version: str) -> dict:
+    """`routes`: the route table's, whose traits say which operations the key guards and in
+    which dialect they answer 401."""
     schemas = {**_request_schemas(config, limits), **response_schemas()}
     schemas.update(ResponsesRequest=_responses_request(), **responses_response_schemas())
     document = {
@@ -112,7 +113,7 @@ def build_document(config: RouterConfig, limits: Limits, protected: frozenset[tu
                  "description": f"A text-generation-inference compatible server. The bounds shown are this "
                                 f"server's; it takes up to {limits.max_total_tokens} tokens per request, "
                                 f"{limits.max_input_tokens} of them prompt."},
-        "paths": _paths(protected if config.api_key is not None else frozenset()),
+        "paths": _paths(routes if config.api_key is not None else ()),
         "components": {"schemas": schemas},
     }
     if config.api_key is not None:
@@ -213,9 +214,21 @@ def _responses_request() -> dict:
     return {**schema, "example": RESPONSES_EXAMPLE}
 
 
-def _paths(protected: frozenset[tuple[str, str]]) -> dict:
+def _paths(guarded_routes: tuple[Route, ...]) -> dict:
     tgi_errors, openai_errors = _errors("ErrorResponse"), _errors("OpenAIErrorResponse")
     paths = {
+        **_generation_paths(tgi_errors),
+        **_openai_paths(openai_errors),
+        **responses_paths(_op, openai_errors),
+        **resume_paths(_op, tgi_errors),
+        **_plain_routes(tgi_errors),
+    }
+    _secure(paths, guarded_routes, tgi_errors[401], openai_errors[401])
+    return paths
+
+
+def _generation_paths(tgi_errors: dict) -> dict:
+    return {
         "/": {"get": _op("Health check, as /health; a browser (Accept: text/html) gets a page linking to the "
                          "playground", "Health", ok={}, errors=tgi_errors, codes=(503,)),
               "post": _op("Generate: SSE when `stream` is true, else a one-element list", "Text Generation",
@@ -230,6 +243,15 @@ def _paths(protected: frozenset[tuple[str, str]]) -> dict:
         "/tokenize": {"post": _op("Tokenize the inputs", "Text Generation", body="TokenizeRequest",
                                   errors=tgi_errors, codes=(400, 413, 415, 422, 503),
                                   ok={"application/json": {"type": "array", "items": ref("SimpleToken")}})},
+        "/chat_tokenize": {"post": _op("TGI's: the prompt a chat body renders to (tools included), and its tokens",
+                                       "Text Generation", body="ChatTokenizeRequest", errors=tgi_errors,
+                                       codes=(400, 413, 415, 422, 429, 503),
+                                       ok={"application/json": ref("ChatTokenizeResponse")})},
+    }
+
+
+def _openai_paths(openai_errors: dict) -> dict:
+    return {
         "/v1/chat/completions": {"post": _op("OpenAI chat completions", "OpenAI", body="ChatRequest",
                                              errors=openai_errors, ok={
                                                  "application/json": ref("ChatCompletion"),
@@ -239,10 +261,6 @@ def _paths(protected: frozenset[tuple[str, str]]) -> dict:
                                         errors=openai_errors, ok={
                                             "application/json": ref("Completion"),
                                             "text/event-stream": sse_event("CompletionChunk", "OpenAIErrorResponse")})},
-        "/chat_tokenize": {"post": _op("TGI's: the prompt a chat body renders to (tools included), and its tokens",
-                                       "Text Generation", body="ChatTokenizeRequest", errors=tgi_errors,
-                                       codes=(400, 413, 415, 422, 429, 503),
-                                       ok={"application/json": ref("ChatTokenizeResponse")})},
         "/v1/models": {"get": _op("The served model", "OpenAI", ok={"application/json": ref("ModelList")},
                                   errors=openai_errors, codes=(503,))},
         "/v1/models/{model_id}": {"get": {**_op("The served model by its id (which may hold a `/`), else 404",
@@ -251,21 +269,16 @@ def _paths(protected: frozenset[tuple[str, str]]) -> dict:
                                           "parameters": [{"name": "model_id", "in": "path", "required": True,
                                                           "schema": {"type": "string", "minLength": 1,
                                                                      "pattern": "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?$"}}]}},
-        **responses_paths(_op, openai_errors),
-        **resume_paths(_op, tgi_errors),
-        **_plain_routes(tgi_errors),
     }
-    _secure(paths, protected, tgi_errors[401], openai_errors[401])
-    return paths
 
 
-def _secure(paths: dict, protected: frozenset[tuple[str, str]], tgi_401: dict, openai_401: dict) -> None:
-    """The routes the API key guards say so, and that they may 401."""
-    for path, operations in paths.items():
-        for method, operation in operations.items():
-            if (method.upper(), path) in protected:
-                operation["security"] = [{"BearerAuth": []}]
-                operation["responses"]["401"] = openai_401 if path.startswith("/v1/") else tgi_401
+def _secure(paths: dict, guarded_routes: tuple[Route, ...], tgi_401: dict, openai_401: dict) -> None:
+    """The routes the API key guards say so, and that they may 401 in their dialect's shape."""
+    for route in guarded_routes:
+        if route.needs_key:
+            operation = paths[route.path][route.method.lower()]
+            operation["security"] = [{"BearerAuth": []}]
+            operation["responses"]["401"] = openai_401 if route.openai else tgi_401
 
 
 def _plain_routes(errors: dict) -> dict:

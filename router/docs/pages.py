@@ -14,6 +14,7 @@ from router.config import Limits, RouterConfig
 from router.docs.openapi import build_document
 from router.json_body import dumps
 from router.lifecycle import version
+from router.route_table import Route
 from router.state import ROUTE_TABLE, STATE
 
 _PAGE = Path(__file__).parent / "static" / "docs.html"
@@ -23,7 +24,7 @@ _ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.pn
 
 async def openapi_json(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return web.json_response(_document(state.config, state.limits, request.app[ROUTE_TABLE].protected),
+    return web.json_response(_document(state.config, state.limits, request.app[ROUTE_TABLE].routes),
                              dumps=dumps)
 
 
@@ -40,6 +41,6 @@ async def docs_asset(request: web.Request) -> web.FileResponse:
 
 
 @cache
-def _document(config: RouterConfig, limits: Limits, protected: frozenset[tuple[str, str]]) -> dict:
+def _document(config: RouterConfig, limits: Limits, routes: tuple[Route, ...]) -> dict:
     """Built once per config: all three are frozen, and the document depends on nothing else."""
-    return build_document(config, limits, protected, version())
+    return build_document(config, limits, routes, version())

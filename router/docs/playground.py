@@ -13,7 +13,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from router.tgi.handlers import health
 from router.state import CONFIG, STATE
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -37,10 +36,8 @@ async def playground(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
-async def root(request: web.Request) -> web.Response:
-    """GET /: the health check, unless the client asks for HTML."""
-    if "text/html" not in request.headers.get("Accept", ""):
-        return await health(request)
+async def landing_page(request: web.Request) -> web.Response:
+    """GET / for a browser (app.root picks it for clients that ask for text/html)."""
     state = request.app[STATE]
     healthy = state.pool.any_healthy
     page = (_template("index.html")

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from router.tgi.answers import token_json  # TGI adds its token object to chunks
 from router.validation import ValidRequest
 
 if TYPE_CHECKING:
@@ -74,7 +73,7 @@ class CompletionFormat:
         """TGI's stream `token`, so code written for TGI's native stream (`r.token.text`)
         also reads these chunks. Its text is what this chunk adds to the answer (the
         same as the choice's), so joining it gives the answer, without stop strings."""
-        return {"token": {**token_json(token), "text": text}}
+        return {"token": {**token.to_json(), "text": text}}
 
     @staticmethod
     def logprobs(tokens: Sequence[Token], top_tokens: Sequence[Sequence[Token]], text_offset: int) -> dict:

@@ -8,10 +8,6 @@ from router.validation import ValidRequest
 from router.wire import Finished, Token, TokenDelta
 
 
-def token_json(token: Token) -> dict:
-    return {"id": token.id, "text": token.text, "logprob": token.logprob, "special": token.special}
-
-
 def _prefill_json(token: Token) -> dict:
     # Prefill tokens carry no `special`; the first one's logprob is null.
     return {"id": token.id, "text": token.text, "logprob": token.logprob}
@@ -46,11 +42,11 @@ def _finish_json(finished: Finished) -> dict:
 def _token_lists(valid: ValidRequest, generation: Generation) -> dict:
     prefill = generation.prefill if valid.parameters.decoder_input_details else ()
     return {"prefill": [_prefill_json(token) for token in prefill],
-            "tokens": [token_json(token) for token in generation.tokens]}
+            "tokens": [token.to_json() for token in generation.tokens]}
 
 
 def _top_tokens_json(generation: Generation) -> list[list[dict]]:
-    return [[token_json(token) for token in top] for top in generation.top_tokens]
+    return [[token.to_json() for token in top] for top in generation.top_tokens]
 
 
 def _sequence_json(valid: ValidRequest, generation: Generation) -> dict:
@@ -64,9 +60,9 @@ def _sequence_json(valid: ValidRequest, generation: Generation) -> dict:
 
 def stream_event(index: int, delta: TokenDelta, valid: ValidRequest) -> dict:
     """One SSE event; `generated_text` and `details` stay null until the last one."""
-    event: dict = {"index": index, "token": token_json(delta.token)}
+    event: dict = {"index": index, "token": delta.token.to_json()}
     if delta.top_tokens:
-        event["top_tokens"] = [token_json(token) for token in delta.top_tokens]
+        event["top_tokens"] = [token.to_json() for token in delta.top_tokens]
     event["generated_text"] = None
     event["details"] = None
     finished = delta.finished

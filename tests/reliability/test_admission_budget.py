@@ -52,6 +52,11 @@ def test_requests_past_the_kv_budget_are_429_at_once(stack):
             assert headers["Retry-After"] == "1"
         # Nothing was left waiting on the shard, where the router would not have seen it.
         assert gauge(stack, "sluice_shard_waiting_requests") == 0
+        # The shard's own count of its batch reaches the router with the health checks.
+        deadline = time.monotonic() + 10
+        while gauge(stack, "sluice_shard_running_requests") != NUM_FITTING and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gauge(stack, "sluice_shard_running_requests") == NUM_FITTING
     finally:
         for conn, _ in streams:
             conn.close()

@@ -11,6 +11,8 @@ from openapi_spec_validator import validate
 
 from router.app import create_app
 from router.config import RouterConfig
+from router.docs.bodies import ref
+from router.state import ROUTE_TABLE
 from router.schemas import PARAMETER_KINDS
 from tests.reliability.conftest import request
 
@@ -41,6 +43,14 @@ def test_the_document_is_valid_and_covers_every_route(start_router):
     assert set(parameters["properties"]) == set(PARAMETER_KINDS)
     assert doc["paths"]["/generate"]["post"]["security"] == [{"BearerAuth": []}]
     assert "security" not in doc["paths"]["/health"]["get"]
+    # Each guarded route's 401 is in its own dialect's shape, as the route table declares it.
+    table = create_app(RouterConfig(shard_uris=("127.0.0.1:1",)))[ROUTE_TABLE]
+    for route in table.routes:
+        operation = doc["paths"].get(route.path, {}).get(route.method.lower(), {})  # assets are not documented
+        assert ("security" in operation) == route.needs_key, route.path
+        if route.needs_key:
+            shape = "OpenAIErrorResponse" if route.openai else "ErrorResponse"
+            assert operation["responses"]["401"]["content"]["application/json"]["schema"] == ref(shape)
 
 
 def test_the_bounds_are_this_routers_limits(start_router):

@@ -6,6 +6,7 @@ router starts: no path names it on any host."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -47,5 +48,10 @@ def test_router_serves_a_model_it_cannot_see(tiny_model: Path, tmp_path: Path):
             expected_ids = expected_tokenizer.encode(prompt, add_special_tokens=False).ids
             assert answer["usage"]["prompt_tokens"] == len(expected_ids)
             assert answer["choices"][0]["finish_reason"] == "length"
+
+            # The shard's first grammar is built after its model directory is gone.
+            answer = _post(url, "/generate", {"inputs": "digits:", "parameters": {
+                "max_new_tokens": 8, "grammar": {"type": "regex", "value": "[0-9]{3}"}}})
+            assert re.fullmatch("[0-9]{3}", answer["generated_text"]), answer
     finally:
         shard.stop()

@@ -196,7 +196,7 @@ def test_the_wire_takes_only_checked_grammars():
 
 def _request_validator(schema_name: str, field: str) -> OAS30Validator:
     config = RouterConfig(shard_uris=("a:1",))
-    document = build_document(config, resolve_limits(config, 64), frozenset(), "0")
+    document = build_document(config, resolve_limits(config, 64), (), "0")
     schemas = document["components"]["schemas"]
     properties = schemas[schema_name]["properties"]
     if schema_name == "GenerateRequest":

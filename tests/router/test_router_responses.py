@@ -20,7 +20,8 @@ from openai.types import responses as types
 from router.config import RouterConfig
 from router.openai.responses.items import parse_input, to_messages
 from router.openai.responses.store import ResponseStore
-from router.state import DRAIN, RESPONSE_STORE
+from router.openai.responses.store import RESPONSE_STORE
+from router.state import DRAIN
 from tests.router.support import RawHttp, wait_until
 from tests.router.test_router_tools import ARGUMENTS, CALL, pieces, sent_schema, splits
 

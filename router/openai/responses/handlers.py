@@ -24,12 +24,12 @@ from router.openai.responses.input_items import page, parse_page_query, with_ids
 from router.openai.responses.items import Item, parse_items, to_messages
 from router.openai.responses.output import OutputAssembler
 from router.openai.responses.schemas import ResponsesRequest, parse_responses
-from router.openai.responses.store import ResponseStore
+from router.openai.responses.store import RESPONSE_STORE, ResponseStore
 from router.openai.schemas import to_generate_parameters
 from router.openai.tool_prompt import prompt_inputs
 from router.openai.tool_stream import ToolCallOutput
 from router.schemas import GenerateRequest
-from router.state import REQUEST_ID, RESPONSE_STORE, STATE
+from router.state import REQUEST_ID, STATE
 from router.validation import ValidRequest
 from router.wire import Finished
 

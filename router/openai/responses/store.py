@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from router.config import RouterConfig
 from router.json_body import dumps
 
@@ -87,3 +89,7 @@ class ResponseStore:
         del self._by_age[response_id]
         self.num_bytes -= stored.size
         return True
+
+
+# The Responses wing's own app key: the core (router/state.py) knows nothing of stored responses.
+RESPONSE_STORE = web.AppKey("response_store", ResponseStore)
