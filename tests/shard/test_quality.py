@@ -41,22 +41,28 @@ def prompts(default_model_dir) -> list[list[int]]:
     return [tokenizer.encode(chatml(q)).ids for q in QUESTIONS]
 
 
-def reference(model_dir, prompts, dtype) -> list[list[int]]:
+def reference(model_dir, prompts, dtype, num_tokens: int = NUM_TOKENS) -> list[list[int]]:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     outputs = []
     for prompt in prompts:
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=NUM_TOKENS, do_sample=False,
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=num_tokens, do_sample=False,
                              eos_token_id=None, pad_token_id=0)
         outputs.append(out[0, len(prompt):].tolist())
     return outputs
 
 
-def served(model_dir, prompts, dtype) -> list[list[int]]:
+@pytest.fixture(scope="module")
+def float32_reference(default_model_dir, prompts) -> list[list[int]]:
+    """Computed once for both tests: transformers generates one prompt at a time."""
+    return reference(default_model_dir, prompts, torch.float32)
+
+
+def served(model_dir, prompts, dtype, num_tokens: int = NUM_TOKENS) -> list[list[int]]:
     """All prompts at once: the batch the engine forms is part of what is checked."""
     harness = Harness(model_dir, "--dtype", dtype)
     try:
         for i, prompt in enumerate(prompts):
-            harness.submit(str(i), prompt, max_new_tokens=NUM_TOKENS,
+            harness.submit(str(i), prompt, max_new_tokens=num_tokens,
                            stopping={"ignore_eos_token": True})
         return [[e.token.id for e in harness.collect(str(i), timeout_s=120)]
                 for i in range(len(prompts))]
@@ -64,16 +70,14 @@ def served(model_dir, prompts, dtype) -> list[list[int]]:
         harness.close()
 
 
-def test_float32_greedy_matches_transformers_exactly(default_model_dir, prompts):
-    assert served(default_model_dir, prompts, "float32") == reference(
-        default_model_dir, prompts, torch.float32)
+def test_float32_greedy_matches_transformers_exactly(default_model_dir, prompts, float32_reference):
+    assert served(default_model_dir, prompts, "float32") == float32_reference
 
 
-def test_bfloat16_greedy_starts_like_transformers_on_90_percent_of_prompts(default_model_dir,
-                                                                           prompts):
-    ours = served(default_model_dir, prompts, "bfloat16")
-    references = [reference(default_model_dir, prompts, dtype)
-                  for dtype in (torch.float32, torch.bfloat16)]
+def test_bfloat16_greedy_starts_like_transformers_on_90_percent_of_prompts(default_model_dir, prompts,
+                                                                           float32_reference):
+    ours = served(default_model_dir, prompts, "bfloat16", BF16_TOKENS)
+    references = [float32_reference, reference(default_model_dir, prompts, torch.bfloat16, BF16_TOKENS)]
     matches = [any(out[:BF16_TOKENS] == ref[i][:BF16_TOKENS] for ref in references)
                for i, out in enumerate(ours)]
     assert sum(matches) >= 0.9 * len(prompts), matches
