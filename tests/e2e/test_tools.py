@@ -107,7 +107,7 @@ def test_two_turn_agent_loop(sdk, final_choice):
 
 def test_auto_streams_text_or_a_call(sdk):
     chunks = list(sdk.chat.completions.create(model="tgi", messages=[{"role": "user", "content": "Say hello."}],
-                                              tools=TOOLS, tool_choice="auto", max_tokens=MAX_TOKENS,
+                                              tools=TOOLS, tool_choice="auto", max_tokens=120,
                                               temperature=0, stream=True))
     deltas = [choice.delta for chunk in chunks for choice in chunk.choices]
     calls = joined_calls(call for delta in deltas for call in delta.tool_calls or [])
