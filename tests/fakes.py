@@ -153,7 +153,9 @@ class FakeShard(shard_pb2_grpc.ShardServicer):
         token_text = " " + word if scripted is None else scripted[index]
         texts.append(token_text)
         text = "".join(texts)
-        if any(text.endswith(stop) for stop in request.stopping.stop_sequences):
+        # As the real shard: no stop string ends the answer before min_new_tokens tokens.
+        if index + 1 >= request.stopping.min_new_tokens and any(
+                text.endswith(stop) for stop in request.stopping.stop_sequences):
             reason = shard_pb2.FINISH_REASON_STOP_SEQUENCE
         elif index + 1 == request.stopping.max_new_tokens:
             reason = shard_pb2.FINISH_REASON_LENGTH

@@ -26,7 +26,7 @@ from router.openai.tool_stream import ToolCallOutput
 from router.schemas import GenerateParameters, GenerateRequest
 from router.sse import EventStream
 from router.state import REQUEST_ID, STATE
-from router.stops import cut_at_stop
+from router.stops import cut_at_stop, stop_floor
 from router.validation import ValidRequest
 
 
@@ -132,7 +132,8 @@ async def _answer_json(request: web.Request, answer: Answer, params: OpenAIParam
         logprobs = None
         if params.num_top_logprobs is not None:
             logprobs = answer.format.logprobs(generation.tokens, generation.top_tokens, 0)
-        text = cut_at_stop(generation.finished.text, valid.parameters.stop)
+        text = cut_at_stop(generation.finished.text, valid.parameters.stop,
+                           stop_floor(generation.tokens, valid.parameters.min_new_tokens))
         if params.echo:
             text, logprobs = echoed(valid, generation, text, params)
         if tool_outputs is None:

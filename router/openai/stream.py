@@ -29,7 +29,7 @@ class ChoiceStream:
         self._index = index
         self._answer = answer
         self._with_logprobs = params.num_top_logprobs is not None
-        self._trimmer = StopTrimmer(params.stop)
+        self._trimmer = StopTrimmer(params.stop, params.min_tokens)
         self._text_offset = 0  # where this token starts in the generated text (legacy logprobs)
         self._tool_output = tool_output
 

@@ -1,13 +1,16 @@
 """The sampling knobs eval and benchmark clients send, at the router, against the
 scripted fake shard over real HTTP and gRPC: OpenAI's `logit_bias` and vLLM's `min_tokens`
 and `ignore_eos` on both /v1 routes, and their native names (`min_new_tokens`,
-`ignore_eos_token`), reach the shard as sent; out-of-range values are a 422 in each
+`ignore_eos_token`), reach the shard as sent, and a stop string before min_tokens does
+not end the answer; out-of-range values are a 422 in each
 route's error shape, naming the field."""
 
 from __future__ import annotations
 
 import pytest
 import requests
+
+from tests.router.test_router_openai import sse_chunks
 
 CHAT = ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5})
 COMPLETIONS = ("/v1/completions", {"model": "m", "prompt": "hello", "max_tokens": 5})
@@ -70,3 +73,28 @@ def test_native_min_over_max_is_a_tgi_422(stack):
     assert response.status_code == 422
     assert response.json() == {"error": "Input validation error: `min_new_tokens` must be <= `max_new_tokens`. Given: 6 and 5",
                                "error_type": "validation"}
+
+
+@OPENAI_ROUTES
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_min_tokens_passes_over_an_early_stop_string(stack, route, stream):
+    """The fake says " the cat sat on the mat the cat": the first " cat" ends in token 2,
+    before min_tokens, so the answer is cut at the second, as vLLM does."""
+    response = post(stack, route, max_tokens=10, min_tokens=3, stop=[" cat"], stream=stream)
+    assert response.status_code == 200, response.text
+    assert stack.fake.requests[-1].stopping.min_new_tokens == 3
+    text, reason = answer(response, route, stream)
+    assert (text, reason) == (" the cat sat on the mat the", "stop")
+    early = post(stack, route, max_tokens=10, stop=[" cat"], stream=stream)
+    assert answer(early, route, stream) == (" the", "stop")
+
+
+def answer(response: requests.Response, route, stream: bool) -> tuple[str, str]:
+    """The choice's text and finish_reason, joined from the chunks when streamed."""
+    key = "text" if route is COMPLETIONS else "content"
+    if not stream:
+        choice = response.json()["choices"][0]
+        return choice.get("text", (choice.get("message") or {}).get("content")), choice["finish_reason"]
+    choices = [event["choices"][0] for event in sse_chunks(response) if event["choices"]]
+    text = "".join((choice.get("delta") or choice).get(key) or "" for choice in choices)
+    return text, choices[-1]["finish_reason"]

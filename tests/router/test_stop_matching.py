@@ -1,12 +1,14 @@
 """The linear stop-string matching (router/stops.py, also the shard's StopMatcher) against
 the naive definitions, on random strings and random token boundaries. Small alphabets, so
-prefixes overlap and partial matches are common: the cases a fallback table must get right."""
+prefixes overlap and partial matches are common: the cases a fallback table must get right.
+With min_tokens, the stream and the whole answer are cut alike, where the shard stopped."""
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.stops import StopAutomaton, StopTrimmer, cut_at_stop
+from router.stops import StopAutomaton, StopTrimmer, cut_at_stop, stop_floor
+from router.wire import Token
 from shard.detokenizer import StopMatcher
 
 ALPHABET = "ab\u00e9"  # and a non-ASCII character: lengths are in characters
@@ -84,6 +86,38 @@ def test_the_shards_matcher_stops_at_the_token_that_ends_a_stop(stops, chunks):
         assert matcher.feed(chunk) == expected
         if expected:
             return
+
+
+def ends_in(text: str, start: int, stops: tuple[str, ...]) -> bool:
+    """Whether some stop string ends in text[start:] (brute force)."""
+    return any(text[:end].endswith(stop) for stop in stops for end in range(start + 1, len(text) + 1))
+
+
+def shard_chunks(chunks: list[str], stops: tuple[str, ...], min_tokens: int) -> list[str]:
+    """The tokens a shard sends: up to the first one, from token min_tokens on, in which a
+    stop string ends."""
+    for index in range(len(chunks)):
+        before = "".join(chunks[:index])
+        if index + 1 >= min_tokens and ends_in(before + chunks[index], len(before), stops):
+            return chunks[:index + 1]
+    return chunks
+
+
+@settings(max_examples=300, deadline=None)
+@given(stop_lists, chunk_lists, st.integers(0, 8))
+def test_with_min_tokens_the_stream_and_the_whole_answer_cut_alike(stops, chunks, min_tokens):
+    stops = tuple(stops)
+    sent = shard_chunks(chunks, stops, min_tokens)
+    text = "".join(sent)
+    tokens = [Token(id=0, text=chunk, logprob=None, special=False) for chunk in sent]
+    floor = stop_floor(tokens, min_tokens)
+    cut = cut_at_stop(text, stops, floor)
+    # The earliest stop string ending past the first min_tokens - 1 tokens' text begins the cut.
+    assert text.startswith(cut) and not ends_in(cut, floor, stops)
+    assert cut == text or any(text[len(cut):].startswith(stop) and len(cut) + len(stop) > floor for stop in stops)
+    trimmer = StopTrimmer(stops, min_tokens)
+    streamed = "".join(trimmer.push(chunk, index == len(sent) - 1) for index, chunk in enumerate(sent))
+    assert streamed == cut, (stops, sent, min_tokens)
 
 
 def test_a_long_stop_string_with_overlapping_prefixes():
