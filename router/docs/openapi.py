@@ -106,7 +106,7 @@ def build_document(config: RouterConfig, limits: Limits, routes: tuple[Route, ..
     """`routes`: the route table's, whose traits say which operations the key guards and in
     which dialect they answer 401."""
     schemas = {**_request_schemas(config, limits), **response_schemas()}
-    schemas.update(ResponsesRequest=_responses_request(), **responses_response_schemas())
+    schemas.update(ResponsesRequest=_responses_request(limits), **responses_response_schemas())
     document = {
         "openapi": "3.0.3",
         "info": {"title": "sluice", "version": version, "license": {"name": "Apache 2.0"},
@@ -207,8 +207,9 @@ def _request_schemas(config: RouterConfig, limits: Limits) -> dict[str, dict]:
     }
 
 
-def _responses_request() -> dict:
-    schema = _object(responses_schemas.RESPONSES_FIELDS, responses_schemas.RANGES)
+def _responses_request(limits: Limits) -> dict:
+    stop_ranges = {name: limit_ranges(limits)[name] for name in ("stop", "stop_length")}
+    schema = _object(responses_schemas.RESPONSES_FIELDS, {**responses_schemas.RANGES, **stop_ranges})
     for name, description in RESPONSES_DESCRIPTIONS.items():
         schema["properties"][name]["description"] = description
     return {**schema, "example": RESPONSES_EXAMPLE}

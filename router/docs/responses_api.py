@@ -73,6 +73,8 @@ RESPONSES_DESCRIPTIONS = {
     "top_logprobs": "Not supported: 0 or null only",
     "stream_options": "`include_obfuscation` is accepted; nothing is obfuscated",
     "prompt": "Not supported (stored prompt templates): null only",
+    "stop": "An extension (chat's `stop`; OpenAI's Responses API has none): a string or a list of them. The "
+            "answer ends before the first, which is not part of the output",
 }
 
 

@@ -30,6 +30,7 @@ from router.openai.tool_prompt import prompt_inputs
 from router.openai.tool_stream import ToolCallOutput
 from router.schemas import GenerateRequest
 from router.state import REQUEST_ID, STATE
+from router.stops import StopTrimmer, cut_at_stop, stop_floor
 from router.validation import ValidRequest
 from router.wire import Finished
 
@@ -99,9 +100,10 @@ def _render(template: ChatTemplate, items: tuple[Item, ...], parsed: ResponsesRe
 
 def _keep(request: web.Request, response: dict, items: tuple[Item, ...]) -> None:
     """Store a finished response (unless `store` is false or the store is off) with the
-    input items of its whole conversation, each with an id (for GET .../input_items)."""
-    if response["store"]:
-        request.app[RESPONSE_STORE].put(response, with_ids(items))
+    input items of its whole conversation, each with an id (for GET .../input_items). One
+    too big for the store's byte bound is not kept, and says so: `store` false."""
+    if response["store"] and not request.app[RESPONSE_STORE].put(response, with_ids(items)):
+        response["store"] = False
 
 
 async def _answer_json(request: web.Request, draft: ResponseDraft, items: tuple[Item, ...], valid: ValidRequest,
@@ -110,7 +112,8 @@ async def _answer_json(request: web.Request, draft: ResponseDraft, items: tuple[
     [generation] = await state.inference.generate_each([valid], request[REQUEST_ID], timing)
     timing.mark_end()
     finished = generation.finished
-    draft.output.push(finished.text, final=True)
+    stop, min_tokens = valid.parameters.stop, valid.parameters.min_new_tokens
+    draft.output.push(cut_at_stop(finished.text, stop, stop_floor(generation.tokens, min_tokens)), final=True)
     draft.output.finish(finished)
     response = draft.finished(finished, valid.input_length)
     _keep(request, response, items)
@@ -145,10 +148,12 @@ async def _send_response(request: web.Request, stream: ResponseEventStream, draf
     await stream.send(lifecycle_event("created", draft.snapshot()))
     await stream.send(lifecycle_event("in_progress", draft.snapshot()))
     finished = None
+    parameters = run.valids[0].parameters
+    trimmer = StopTrimmer(parameters.stop, parameters.min_new_tokens)  # no stop string is sent
     async with run.tokens() as tokens, aclosing(relay(request, stream, tokens)) as deltas:
         async for _, delta in deltas:
             # Special tokens (EOS, chat markers) are not part of the answer.
-            text = "" if delta.token.special else delta.token.text
+            text = trimmer.push("" if delta.token.special else delta.token.text, final=delta.finished is not None)
             for event in draft.output.push(text, final=delta.finished is not None):
                 await stream.send(event)
             if delta.finished is not None:

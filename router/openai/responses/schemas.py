@@ -28,6 +28,7 @@ RESPONSES_FIELDS = {
     "stream": "bool", "stream_options": "response_stream_options", "background": "false", "include": "empty_list",
     "truncation": "no_truncation", "top_logprobs": "zero", "reasoning": "null", "conversation": "null",
     "prompt": "null", "max_tool_calls": "null",
+    "stop": "stop",  # an extension, chat's: OpenAI's Responses API has none
 }
 
 RANGES = {"max_output_tokens": Range(low=0, low_open=True), "temperature": Range(0.0, 2.0),
@@ -106,9 +107,11 @@ def _parameters(body: dict[str, Any]) -> OpenAIParameters:
         raise InvalidParameter("max_output_tokens", "`max_output_tokens` must be strictly positive")
     if temperature is not None and temperature not in RANGES["temperature"]:
         raise InvalidParameter("temperature", f"`temperature` must be >= 0 and <= 2. Given: {temperature}")
-    # top_p's range is validation's (after to_generate_parameters), as on chat.
+    # top_p's range and stop's limits are validation's (after to_generate_parameters), as on chat.
+    stop = body.get("stop")
     return OpenAIParameters(max_tokens=max_tokens, temperature=temperature,
                             top_p=convert("top_p", body.get("top_p"), "f32"),
+                            stop=convert("stop", [stop] if isinstance(stop, str) else stop, "strings") or (),
                             stream=bool(convert("stream", body.get("stream"), "bool")))
 
 
