@@ -5,6 +5,7 @@ with its timing and latency metrics, collecting whole generations, and TGI's bes
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -16,7 +17,7 @@ from opentelemetry.trace import NoOpTracer, Status, StatusCode, Tracer
 
 from router.deadlines import NO_DEADLINES, Deadlines, enforced
 from router.drain import Drain
-from router.errors import IncompleteGeneration
+from router.errors import IncompleteGeneration, Overloaded
 from router.metrics import Metrics
 from router.shards import PooledShard, ShardPool
 from router.tracing import shard_call_span
@@ -87,10 +88,24 @@ class Inference:
     @contextmanager
     def lease(self, valids: list[ValidRequest], request_id: str, timing: Timing) -> Iterator[ShardRun]:
         """A shard for each request, reserved now, so that "no shard in rotation" (424) and
-        "no room on any" (429) are answered before a stream sends its headers."""
+        "no room on any" (429) are answered before a stream sends its headers. A prompt's
+        choices (n, best_of: neighbours with the same tokens) go to one shard where one
+        holds them all, so it prefills the prompt once and the others copy its KV
+        (shard/prefix_cache.py); where none does, each goes where it fits, as before."""
         with ExitStack() as leases:
-            shards = [leases.enter_context(self._pool.lease(valid.num_kv_tokens)) for valid in valids]
+            shards = [shard for _, group in itertools.groupby(valids, key=lambda valid: valid.input_ids)
+                      for shard in self._lease_choices(leases, list(group))]
             yield ShardRun(self, self._drain, shards, valids, request_id, timing)
+
+    def _lease_choices(self, leases: ExitStack, choices: list[ValidRequest]) -> list[PooledShard]:
+        """One shard for all of a prompt's choices, or else one lease each."""
+        if len(choices) > 1:
+            num_tokens = sum(choice.num_kv_tokens for choice in choices)
+            try:
+                return [leases.enter_context(self._pool.lease(num_tokens, len(choices)))] * len(choices)
+            except Overloaded:
+                pass  # no one shard has room for them all: they may still fit apart
+        return [leases.enter_context(self._pool.lease(choice.num_kv_tokens)) for choice in choices]
 
     async def generate(self, valid: ValidRequest, request_id: str, timing: Timing,
                        num_sequences: int) -> list[Generation]:

@@ -143,12 +143,13 @@ class ShardPool:
         return any(shard.healthy for shard in self.shards)
 
     @contextmanager
-    def lease(self, num_tokens: int) -> Iterator[PooledShard]:
+    def lease(self, num_tokens: int, num_calls: int = 1) -> Iterator[PooledShard]:
         """The healthy shard with the fewest requests outstanding among those whose KV
-        budget still holds `num_tokens` (prompt + max_new_tokens), counted as busy from
-        this moment (not from the first gRPC read) so concurrent picks spread out. No
-        room anywhere is a 429 now: the request would otherwise wait on the shard, for as
-        long as the running ones take, where the router cannot see it."""
+        budget still holds `num_tokens` (prompt + max_new_tokens of all `num_calls` calls
+        it is leased for), counted as busy from this moment (not from the first gRPC
+        read) so concurrent picks spread out. No room anywhere is a 429 now: the request
+        would otherwise wait on the shard, for as long as the running ones take, where
+        the router cannot see it."""
         healthy = [shard for shard in self.shards if shard.healthy]
         if not healthy:
             raise GenerationError("no healthy shard is available")
@@ -159,12 +160,12 @@ class ShardPool:
         shard = min(fitting, key=lambda candidate: candidate.num_outstanding)
         if not shard.num_outstanding:  # its silence counts from now, not from its last request
             shard.heard_at = time.monotonic()
-        shard.num_outstanding += 1
+        shard.num_outstanding += num_calls
         shard.num_reserved_tokens += num_tokens
         try:
             yield shard
         finally:
-            shard.num_outstanding -= 1
+            shard.num_outstanding -= num_calls
             shard.num_reserved_tokens -= num_tokens
 
     async def generate(self, shard: PooledShard, request: ShardRequest) -> AsyncIterator[TokenDelta]:

@@ -1,8 +1,9 @@
 """`n` > 1 on both /v1 routes, against the scripted fake shard over real HTTP and gRPC:
 n choices per prompt, each its own shard call, indexed prompt-major, whole and streamed
 (per-choice `index` and finish); a prompt's tokens count once in usage; seeded sampling
-gives choice j the seed + j; prompts x n is bounded by --max-client-batch-size; OpenAI's
-temperature range."""
+gives choice j the seed + j; prompts x n is bounded by --max-client-batch-size (LangChain's 20 prompts pass); OpenAI's
+temperature range. With two shards, all of a prompt's choices go to one (so it prefills the
+prompt once), unless no one shard has room for them all."""
 
 from __future__ import annotations
 
@@ -54,6 +55,41 @@ def test_the_openai_sdk_reads_n_choices(stack):
     client = openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0)
     completion = client.chat.completions.create(model="m", messages=CHAT["messages"], max_tokens=3, n=3)
     assert [choice.index for choice in completion.choices] == [0, 1, 2]
+
+
+def prompts_by_shard(stack) -> list[list[tuple[int, ...]]]:
+    """Each shard's calls, as their prompts' token ids."""
+    return [[tuple(call.input_ids) for call in shard.fake.requests] for shard in stack.shards]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_prompts_choices_share_one_shard(make_stack, stream):
+    stack = make_stack(num_shards=2)
+    response = post(stack, "/v1/chat/completions", {**CHAT, "n": 3, "stream": stream})
+    assert response.status_code == 200, response.text
+    assert sorted(len(calls) for calls in prompts_by_shard(stack)) == [0, 3]
+    response = post(stack, "/v1/completions", {**COMPLETION, "prompt": ["hello", "the cat"], "n": 2, "stream": stream})
+    assert response.status_code == 200, response.text
+    # Least outstanding first: the second prompt's pair goes to the other (idle) shard.
+    completions = [calls[-2:] for calls in prompts_by_shard(stack) if len(calls) >= 2]
+    assert len(completions) == 2 and all(first == second for first, second in completions)
+    assert completions[0][0] != completions[1][0]
+
+
+def test_choices_no_one_shard_holds_spread_out(make_stack):
+    stack = make_stack(num_shards=2)  # each fake's KV budget: 4 x 64 = 256 tokens
+    response = post(stack, "/v1/completions", {**COMPLETION, "max_tokens": 50, "n": 5})  # 5 x (2 + 50) tokens
+    assert response.status_code == 200 and len(response.json()["choices"]) == 5, response.text
+    assert sorted(len(calls) for calls in prompts_by_shard(stack)) == [2, 3]
+
+
+def test_langchains_twenty_prompts_pass(stack):
+    prompts = ["hello", "the cat", "how do you make cheese ?", "the mat"] * 5
+    response = post(stack, "/v1/completions", {**COMPLETION, "prompt": prompts})
+    assert response.status_code == 200, response.text
+    choices = response.json()["choices"]
+    assert [choice["index"] for choice in choices] == list(range(20))
+    assert all(choice["text"] == output_text(2) for choice in choices) and len(stack.fake.requests) == 20
 
 
 @pytest.mark.parametrize("path, body, message", [
