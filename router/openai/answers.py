@@ -28,23 +28,21 @@ class ChatFormat:
 
     @staticmethod
     def choice(index: int, text: str, finish_reason: str | None, logprobs: dict | None) -> dict:
-        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                "finish_reason": finish_reason}
+        return ChatFormat.message_choice(index, {"role": "assistant", "content": text}, finish_reason, logprobs)
 
     @staticmethod
     def chunk_choice(index: int, text: str, finish_reason: str | None, logprobs: dict | None) -> dict:
-        # The role in every delta, as TGI sends it; clients merge deltas either way.
-        return {"index": index, "delta": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                "finish_reason": finish_reason}
+        return ChatFormat.delta_choice(index, {"content": text}, finish_reason, logprobs)
 
     @staticmethod
     def delta_choice(index: int, delta: dict, finish_reason: str | None, logprobs: dict | None) -> dict:
-        """A chunk's choice with any delta (a tool call's, router/openai/tool_stream.py)."""
+        """A chunk's choice with any delta (a tool call's, router/openai/tool_stream.py). The
+        role in every delta, as TGI sends it; clients merge deltas either way."""
         return {"index": index, "delta": {"role": "assistant", **delta}, "logprobs": logprobs,
                 "finish_reason": finish_reason}
 
     @staticmethod
-    def message_choice(index: int, message: dict, finish_reason: str, logprobs: dict | None) -> dict:
+    def message_choice(index: int, message: dict, finish_reason: str | None, logprobs: dict | None) -> dict:
         return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
 
     @staticmethod
