@@ -1,18 +1,26 @@
-"""Shard fixtures: a tiny random-weight Llama with a real byte-level BPE tokenizer, and an
-engine harness that collects the events the engine thread publishes."""
+"""Shard fixtures: a tiny random-weight Llama with a real byte-level BPE tokenizer, an
+engine harness that collects the events the engine thread publishes, and one
+`python -m shard` with the default SmolLM2 over real gRPC for the modules that drive it."""
 from __future__ import annotations
 
 import queue
 import threading
 from pathlib import Path
 
+import grpc
 import pytest
 from prometheus_client import CollectorRegistry
+
+from protos import shard_pb2, shard_pb2_grpc
 
 from shard.config import from_args
 from shard.metrics import ShardMetrics
 from shard.runtime import build_engine
 from shard.sequence import SamplingParams, Sequence, StoppingParams
+from tests.conftest import Process, free_port
+
+# Where the served shard's Prometheus metrics are (the `served_shard` fixture).
+SHARD_METRICS_PORT = free_port()
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -100,3 +108,33 @@ def harness_factory(tiny_model_dir):
     yield make
     for harness in made:
         harness.close()
+
+
+@pytest.fixture(scope="session")
+def served_shard(default_model_dir, tmp_path_factory):
+    """A stub of one `python -m shard` (SmolLM2, float32, prefill chunks of 64 tokens), shared
+    by the gRPC test modules: each leaves it idle, as it found it."""
+    port = free_port()
+    process = Process(["-m", "shard", "--port", str(port), "--dtype", "float32",
+                       "--max-batch-prefill-tokens", "64", "--metrics-port", str(SHARD_METRICS_PORT)],
+                      tmp_path_factory.mktemp("shard") / "shard.log")
+    # The Tokenizer reply is one message with the whole tokenizer.json, and the huge-schema
+    # test sends one: allow more than the client's 4 MiB default both ways.
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+    stub = shard_pb2_grpc.ShardStub(channel)
+
+    def healthy() -> bool:
+        try:
+            stub.Health(shard_pb2.HealthRequest(), timeout=1)
+            return True
+        except grpc.RpcError:
+            return False
+
+    try:
+        process.wait_for(healthy, 300, "shard")
+        yield stub
+    finally:
+        channel.close()
+        process.stop()

@@ -13,8 +13,7 @@ import jsonschema
 import pytest
 from tokenizers import Tokenizer
 
-from protos import shard_pb2, shard_pb2_grpc
-from tests.conftest import Process, free_port
+from protos import shard_pb2
 
 PERSON = {
     "type": "object",
@@ -36,29 +35,9 @@ def tokenizer(default_model_dir) -> Tokenizer:
     return Tokenizer.from_file(str(default_model_dir / "tokenizer.json"))
 
 
-@pytest.fixture(scope="module")
-def stub(default_model_dir, tmp_path_factory):
-    port = free_port()
-    process = Process(["-m", "shard", "--port", str(port), "--dtype", "float32",
-                       "--max-batch-prefill-tokens", "64"],
-                      tmp_path_factory.mktemp("shard") / "shard.log")
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[
-        ("grpc.max_send_message_length", 16 * 1024 * 1024)])
-    stub = shard_pb2_grpc.ShardStub(channel)
-
-    def healthy() -> bool:
-        try:
-            stub.Health(shard_pb2.HealthRequest(), timeout=1)
-            return True
-        except grpc.RpcError:
-            return False
-
-    try:
-        process.wait_for(healthy, 300, "shard")
-        yield stub
-    finally:
-        channel.close()
-        process.stop()
+@pytest.fixture
+def stub(served_shard):
+    return served_shard
 
 
 def request(tokenizer, request_id, prompt, max_new_tokens, grammar=None, **stopping):

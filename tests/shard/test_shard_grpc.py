@@ -11,11 +11,10 @@ import grpc
 import pytest
 from tokenizers import Tokenizer
 
-from protos import shard_pb2, shard_pb2_grpc
+from protos import shard_pb2
 from shard.detokenizer import IncrementalDetokenizer
-from tests.conftest import Process, free_port
+from tests.shard.conftest import SHARD_METRICS_PORT
 
-METRICS_PORT = free_port()
 PROMPT = "<|im_start|>user\nWhat is Deep Learning?<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -24,31 +23,9 @@ def tokenizer(default_model_dir) -> Tokenizer:
     return Tokenizer.from_file(str(default_model_dir / "tokenizer.json"))
 
 
-@pytest.fixture(scope="module")
-def stub(default_model_dir, tmp_path_factory):
-    port = free_port()
-    process = Process(["-m", "shard", "--port", str(port), "--dtype", "float32",
-                       "--max-batch-prefill-tokens", "64", "--metrics-port", str(METRICS_PORT)],
-                      tmp_path_factory.mktemp("shard") / "shard.log")
-    # The Tokenizer reply is one message with the whole tokenizer.json: allow more than
-    # the client's 4 MiB default, which larger models' tokenizers exceed.
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-    stub = shard_pb2_grpc.ShardStub(channel)
-
-    def healthy() -> bool:
-        try:
-            stub.Health(shard_pb2.HealthRequest(), timeout=1)
-            return True
-        except grpc.RpcError:
-            return False
-
-    try:
-        process.wait_for(healthy, 300, "shard")
-        yield stub
-    finally:
-        channel.close()
-        process.stop()
+@pytest.fixture
+def stub(served_shard):
+    return served_shard
 
 
 def request(tokenizer, request_id, max_new_tokens=8, prompt=PROMPT, **kw):
@@ -117,7 +94,7 @@ def test_cancelling_the_call_frees_the_slot(stub, tokenizer):
 
 
 def shard_metric(name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{SHARD_METRICS_PORT}/metrics", timeout=5) as response:
         for line in response.read().decode().splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
@@ -184,7 +161,7 @@ def test_greedy_output_is_the_same_alone_and_among_32_mixed_requests(stub, token
 
 def test_shard_metrics_are_exported(stub, tokenizer):
     list(stub.Generate(request(tokenizer, "metrics", max_new_tokens=3)))
-    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{SHARD_METRICS_PORT}/metrics", timeout=5) as response:
         text = response.read().decode()
     for name in ("sluice_shard_queue_size", "sluice_shard_batch_size", "sluice_shard_kv_tokens_used",
                  "sluice_shard_step_duration_seconds_bucket", "sluice_shard_generated_tokens_total"):
