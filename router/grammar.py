@@ -34,7 +34,8 @@ def check_grammar(grammar: Grammar, max_length: int) -> Grammar:
         text = _lark_text(grammar, max_length)
     else:
         text = _schema_text(grammar, max_length)
-    error = compile_error(grammar.kind, text)
+    # json, json_object and json_schema compile alike: one cache entry for one schema.
+    error = compile_error(grammar.kind if grammar.kind in ("regex", "lark") else "json_schema", text)
     if error:
         raise _invalid(grammar, error)
     return dataclasses.replace(grammar, value=text)

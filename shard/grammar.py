@@ -16,7 +16,6 @@ import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import llguidance
 import numpy
@@ -69,11 +68,11 @@ class Constraint:
 
 
 class GrammarCompiler:
-    def __init__(self, tokenizer_path: Path, eos_token_ids: frozenset[int], vocab_size: int,
+    def __init__(self, tokenizer_json: str, eos_token_ids: frozenset[int], vocab_size: int,
                  max_cached: int = MAX_CACHED_GRAMMARS):
-        # Read now: the model directory may be gone once the shard has loaded (a volume
-        # mounted for the start only), and the first grammar may come much later.
-        self._tokenizer_json = tokenizer_path.read_text()
+        # The text, not a path: the model directory may be gone once the shard has loaded
+        # (a volume mounted for the start only), and the first grammar may come much later.
+        self._tokenizer_json: str | None = tokenizer_json
         self._eos_token_ids = sorted(eos_token_ids)
         self._vocab_size = vocab_size            # the model's: the width of its logits
         self._max_cached = max_cached
@@ -129,7 +128,7 @@ class GrammarCompiler:
     def tokenizer(self) -> llguidance.LLTokenizer:
         with self._lock:
             if self._tokenizer is None:
-                text = self._tokenizer_json
+                text, self._tokenizer_json = self._tokenizer_json, None  # llguidance keeps its own
                 # Masks must cover every logit: the model's vocabulary may have padding rows
                 # beyond the tokenizer's (never allowed), and llguidance wants the larger.
                 num_tokens = Tokenizer.from_str(text).get_vocab_size(with_added_tokens=True)

@@ -175,7 +175,7 @@ def build_engine(config: ShardConfig, publish: Publish, metrics: ShardMetrics):
     return engine, info
 
 
-def build_grammar_compiler(engine: Engine, info: ShardInfo) -> GrammarCompiler:
-    """Grammars over the engine's tokenizer and EOS ids; cheap until the first grammar."""
-    return GrammarCompiler(info.model_dir / "tokenizer.json", engine.scheduler.eos_token_ids,
-                           engine.vocab_size)
+def build_grammar_compiler(engine: Engine, tokenizer_json: str) -> GrammarCompiler:
+    """Grammars over the engine's tokenizer (`tokenizer_json`: its file's text, read once at
+    start) and EOS ids; llguidance's tokenizer is built at the first grammar."""
+    return GrammarCompiler(tokenizer_json, engine.scheduler.eos_token_ids, engine.vocab_size)

@@ -172,10 +172,10 @@ def serve(config: ShardConfig) -> None:
     streams = EventStreams(loop)
     # Loaded on this (the main) thread, which then runs the engine loop.
     engine, info = build_engine(config, streams.publish, ShardMetrics())
-    grammars = build_grammar_compiler(engine, info)
+    tokenizer_files = loader.tokenizer_files(info.model_dir)  # read once, for the router and grammars
+    grammars = build_grammar_compiler(engine, tokenizer_files["tokenizer.json"].decode())
     tracing = ShardTracing(config.otlp_endpoint)
-    servicer = ShardServicer(engine, streams, info, loader.tokenizer_files(info.model_dir),
-                             grammars, tracing)
+    servicer = ShardServicer(engine, streams, info, tokenizer_files, grammars, tracing)
     grpc_thread = GrpcThread(f"{config.hostname}:{config.port}", servicer,
                              lambda: engine.is_alive, loop)
     port = grpc_thread.start()

@@ -118,13 +118,18 @@ def parse_completion(body: Any) -> CompletionRequest:
     return CompletionRequest(_prompts(body["prompt"]), parameters)
 
 
+def parse_stop(body: dict[str, Any]) -> tuple[str, ...]:
+    """`stop`: one string or a list of them (their limits are validation's)."""
+    stop = body.get("stop")
+    return convert("stop", [stop] if isinstance(stop, str) else stop, "strings") or ()
+
+
 def _parameters(body: dict[str, Any], num_top_logprobs: int | None) -> OpenAIParameters:
     values = {name: convert(name, body.get(name), kind) for name, kind in _KINDS.items()}
     max_completion_tokens = convert("max_completion_tokens", body.get("max_completion_tokens"), "u32")
     if values["max_tokens"] is None:  # the newer name, which OpenAI's o-series requires
         values["max_tokens"] = max_completion_tokens
-    stop = body.get("stop")
-    values["stop"] = convert("stop", [stop] if isinstance(stop, str) else stop, "strings") or ()
+    values["stop"] = parse_stop(body)
     values["stream"] = bool(values["stream"])
     values["ignore_eos"] = bool(values["ignore_eos"])
     values["logit_bias"] = parse_logit_bias("logit_bias", body.get("logit_bias"))

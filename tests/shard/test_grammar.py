@@ -68,7 +68,7 @@ def harness(harness_factory):
 
 @pytest.fixture
 def compile_for(harness):
-    compiler = build_grammar_compiler(harness.engine, harness.info)
+    compiler = build_grammar_compiler(harness.engine, (harness.info.model_dir / "tokenizer.json").read_text())
     yield lambda kind, value: compiler.compile(GrammarSpec(kind, value))
     compiler.close()
 
@@ -108,7 +108,7 @@ def test_output_fullmatches_the_regex(harness, compile_for, pattern, sampling):
 @SAMPLINGS
 def test_bfloat16_logits_are_masked_too(harness_factory, sampling):
     harness = harness_factory("--dtype", "bfloat16")
-    compiler = build_grammar_compiler(harness.engine, harness.info)
+    compiler = build_grammar_compiler(harness.engine, (harness.info.model_dir / "tokenizer.json").read_text())
     pattern = REGEXES[2]
     events = run(harness, "b", compiler.compile(GrammarSpec("regex", pattern)),
                  sampling=sampling)
@@ -149,7 +149,7 @@ def test_a_constrained_neighbour_leaves_unconstrained_tokens_unchanged(harness_f
     expected = [token_ids(alone.collect(f"u{i}")) for i in range(4)]
 
     busy = harness_factory()
-    compiler = build_grammar_compiler(busy.engine, busy.info)
+    compiler = build_grammar_compiler(busy.engine, (busy.info.model_dir / "tokenizer.json").read_text())
     schema = SCHEMAS["nested objects"]
     busy.submit("c", PROMPT, 96, constraint=compiler.compile(
         GrammarSpec("json_schema", json.dumps(schema))))
@@ -249,7 +249,7 @@ def test_logits_past_the_tokenizer_are_masked_off(harness_factory, padded_model_
         num_tokens = Tokenizer.from_file(str(padded_model_dir / "tokenizer.json")).get_vocab_size()
         harness.submit("free", PROMPT, 8, stopping=LONG)
         assert max(token_ids(harness.collect("free"))) >= num_tokens    # the padding wins
-        compiler = build_grammar_compiler(harness.engine, harness.info)
+        compiler = build_grammar_compiler(harness.engine, (harness.info.model_dir / "tokenizer.json").read_text())
         events = run(harness, "held", compiler.compile(GrammarSpec("regex", "[a-z]{3,9}")))
         assert max(token_ids(events)) < num_tokens
         assert re.fullmatch("[a-z]{3,9}", events[-1].finished.text)
@@ -273,7 +273,7 @@ def test_eos_is_allowed_exactly_when_the_grammar_is_complete(harness, compile_fo
 
 
 def test_compiled_grammars_are_cached_but_each_request_gets_its_own_state(tiny_model_dir):
-    compiler = GrammarCompiler(tiny_model_dir / "tokenizer.json", frozenset({2}), 320,
+    compiler = GrammarCompiler((tiny_model_dir / "tokenizer.json").read_text(), frozenset({2}), 320,
                                max_cached=2)
     tokenizer = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
     first, second = (compiler.compile(GrammarSpec("regex", "ab")) for _ in range(2))
@@ -289,7 +289,7 @@ def test_compiled_grammars_are_cached_but_each_request_gets_its_own_state(tiny_m
 
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priority is Linux's")
 def test_grammars_compile_at_a_lower_priority_than_the_engine(tiny_model_dir):
-    compiler = GrammarCompiler(tiny_model_dir / "tokenizer.json", frozenset({2}), 320)
+    compiler = GrammarCompiler((tiny_model_dir / "tokenizer.json").read_text(), frozenset({2}), 320)
     niceness = compiler._executor.submit(
         lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
     assert niceness >= os.getpriority(os.PRIO_PROCESS, 0) + 1
@@ -306,7 +306,7 @@ def test_grammars_compile_at_a_lower_priority_than_the_engine(tiny_model_dir):
 ])
 def test_a_grammar_that_does_not_compile_is_refused_with_llguidances_message(
         tiny_model_dir, kind, value, message):
-    compiler = GrammarCompiler(tiny_model_dir / "tokenizer.json", frozenset({2}), 320)
+    compiler = GrammarCompiler((tiny_model_dir / "tokenizer.json").read_text(), frozenset({2}), 320)
     for _ in range(2):     # refusals are cached too
         with pytest.raises(GrammarError, match=re.escape(message)) as refused:
             compiler.compile(GrammarSpec(kind, value))

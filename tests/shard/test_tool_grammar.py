@@ -36,7 +36,7 @@ def tool_grammar(**body) -> str:
 @pytest.fixture
 def constraint_for(harness_factory):
     harness = harness_factory()
-    compiler = build_grammar_compiler(harness.engine, harness.info)
+    compiler = build_grammar_compiler(harness.engine, (harness.info.model_dir / "tokenizer.json").read_text())
     yield harness, lambda **body: compiler.compile(GrammarSpec("lark", tool_grammar(**body)))
     compiler.close()
 

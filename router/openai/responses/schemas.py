@@ -13,7 +13,7 @@ from typing import Any
 from router.errors import InvalidParameter, ValidationError
 from router.openai import schemas as chat_schemas
 from router.openai.responses.items import Item, parse_input
-from router.openai.schemas import OpenAIParameters
+from router.openai.schemas import OpenAIParameters, parse_stop
 from router.openai.tools import Tools, parse_tools
 from router.schemas import Grammar, convert, describe, grammar_type, shape_error
 from router.validation import Range
@@ -108,10 +108,9 @@ def _parameters(body: dict[str, Any]) -> OpenAIParameters:
     if temperature is not None and temperature not in RANGES["temperature"]:
         raise InvalidParameter("temperature", f"`temperature` must be >= 0 and <= 2. Given: {temperature}")
     # top_p's range and stop's limits are validation's (after to_generate_parameters), as on chat.
-    stop = body.get("stop")
     return OpenAIParameters(max_tokens=max_tokens, temperature=temperature,
                             top_p=convert("top_p", body.get("top_p"), "f32"),
-                            stop=convert("stop", [stop] if isinstance(stop, str) else stop, "strings") or (),
+                            stop=parse_stop(body),
                             stream=bool(convert("stream", body.get("stream"), "bool")))
 
 
